@@ -1,0 +1,1 @@
+"""The detect service of the ALPR edge pipeline (see docs/architecture.md)."""

@@ -1,0 +1,1 @@
+"""The events service of the ALPR edge pipeline (see docs/architecture.md)."""

@@ -1,0 +1,1 @@
+"""The ingest service of the ALPR edge pipeline (see docs/architecture.md)."""

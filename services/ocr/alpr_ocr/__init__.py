@@ -1,0 +1,1 @@
+"""The ocr service of the ALPR edge pipeline (see docs/architecture.md)."""

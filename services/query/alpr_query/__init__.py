@@ -1,0 +1,1 @@
+"""The query service of the ALPR edge pipeline (see docs/architecture.md)."""

@@ -1,0 +1,1 @@
+"""Common code of the ALPR platform: settings, logging, metrics, schemas, transport, frame store, lifecycle."""

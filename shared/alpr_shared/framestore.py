@@ -1,0 +1,507 @@
+"""Shared-memory frame store: one ring of frame slots per camera, written once by the decoder.
+
+Ownership: exactly one `FrameWriter` per camera owns its segment (creates it, writes it, unlinks it on
+close). Any number of `FrameReader`s in other processes attach to it by name, read the pixels in place and
+never write. Messages carry a `schemas.FrameRef` (segment, epoch, slot, seq, shape, dtype); pixels never
+travel over a socket.
+
+Slot reuse and torn frames: the writer does not wait for readers (live video must not stall behind a slow
+stage). Instead each slot header holds the sequence number of the frame it contains, set to `WRITING`
+while the writer fills the slot. A reader checks the sequence before it touches the pixels and again after
+it is done with them (`FrameView.still_valid()` / `FrameReader.copy()`); if the slot was reused in between,
+the view is stale: the reader counts it and skips the frame. It never processes a torn frame.
+
+Crashes: the segment header records the writer's pid and process start time. A writer that finds a
+segment of the same name left by a dead process (or a recycled pid) reclaims it; one held by a live writer
+is refused with a clear error. `reclaim_stale_segments()` sweeps every ring of a namespace whose writer is
+gone. A restarted writer gets a new `epoch`, so readers holding the old mapping re-attach.
+
+Memory ordering: the sequence word is an aligned 8-byte store, atomic on x86-64 and ARM64. On x86-64 (TSO)
+the pixel stores are visible before the sequence store that follows them; on ARM64 a reader's second
+check is what guarantees correctness (a slot being rewritten reads as `WRITING` or a newer sequence).
+
+This module does no networking and no logging: callers count and log what it reports.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import mmap
+import os
+import re
+import secrets
+import struct
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import Final, Self
+
+import _posixshmem
+import numpy as np
+import numpy.typing as npt
+import psutil
+
+from alpr_shared.schemas import FrameRef
+
+MAGIC: Final = b"ALPRRING"
+LAYOUT_VERSION: Final = 1
+WRITING: Final = 2**64 - 1  # sequence word while the writer is filling a slot
+EMPTY: Final = 0  # sequence word of a slot never written (frame sequences start at 1)
+
+# Segment header: magic, layout version, slot count, slot capacity (bytes), data offset, epoch,
+# writer pid, writer process start time, created at (wall clock), last sequence written.
+_HEADER = struct.Struct("<8sIIQQQQddQ")
+_HEADER_SIZE: Final = 128
+# Slot header: the sequence word (u64) at offset 0, then this metadata at offset 8:
+# captured_at_ns (i64), height, width, channels, dtype code (u32). Padded to 64 bytes (one cache line).
+_SLOT_META = struct.Struct("<qIIII")
+_SLOT_HEADER_SIZE: Final = 64
+_ALIGN: Final = 4096  # slot data starts on a page boundary so frames map cleanly into numpy/ORT
+
+_DTYPES: Final[dict[str, int]] = {"uint8": 1, "uint16": 2, "float32": 3}
+_NAME_RE: Final = re.compile(r"[^A-Za-z0-9_.-]")
+SHM_DIR: Final = Path("/dev/shm")
+
+
+class FrameStoreError(RuntimeError):
+    """A ring could not be created or attached (bad name, held by a live writer, wrong layout)."""
+
+
+class StaleFrameError(FrameStoreError):
+    """The slot a `FrameRef` names was overwritten (or is being overwritten) by a newer frame."""
+
+
+def segment_name(namespace: str, camera_id: str) -> str:
+    """The POSIX shared-memory name of a camera's ring: `alpr.<namespace>.<camera>`.
+
+    Characters outside [A-Za-z0-9_.-] are replaced so any camera id yields a valid, predictable name.
+    """
+    safe_ns = _NAME_RE.sub("_", namespace)
+    safe_cam = _NAME_RE.sub("_", camera_id)
+    name = f"alpr.{safe_ns}.{safe_cam}"
+    if len(name) > 200:
+        raise FrameStoreError(f"segment name too long ({len(name)} chars): {name[:40]}…")
+    return name
+
+
+def _align(n: int, to: int = _ALIGN) -> int:
+    return (n + to - 1) // to * to
+
+
+def _process_start_time(pid: int) -> float | None:
+    try:
+        return psutil.Process(pid).create_time()
+    except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
+        return None
+
+
+def writer_alive(pid: int, start_time: float) -> bool:
+    """True if the process that wrote a header is still running (and is not a recycled pid)."""
+    actual = _process_start_time(pid)
+    return actual is not None and abs(actual - start_time) < 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class RingHeader:
+    slot_count: int
+    slot_capacity: int
+    data_offset: int
+    epoch: int
+    writer_pid: int
+    writer_start_time: float
+    created_at: float
+    last_seq: int
+
+    @property
+    def slot_stride(self) -> int:
+        return _align(self.slot_capacity)
+
+    def slot_header_offset(self, slot: int) -> int:
+        return _HEADER_SIZE + slot * _SLOT_HEADER_SIZE
+
+    def slot_data_offset(self, slot: int) -> int:
+        return self.data_offset + slot * self.slot_stride
+
+
+def _read_header(buf: mmap.mmap | memoryview, name: str) -> RingHeader:
+    if len(buf) < _HEADER_SIZE:
+        raise FrameStoreError(f"segment {name} is too small to be a frame ring ({len(buf)} bytes)")
+    magic, version, slots, capacity, data_offset, epoch, pid, start, created, last_seq = _HEADER.unpack_from(
+        buf, 0
+    )
+    if magic != MAGIC:
+        raise FrameStoreError(f"segment {name} is not an alpr frame ring (magic {magic!r})")
+    if version != LAYOUT_VERSION:
+        raise FrameStoreError(
+            f"segment {name} has ring layout {version}, this build uses {LAYOUT_VERSION}; "
+            "restart the writer with the same alpr version"
+        )
+    return RingHeader(slots, capacity, data_offset, epoch, pid, start, created, last_seq)
+
+
+def ring_size(slot_count: int, slot_capacity: int) -> int:
+    """Bytes of shared memory a ring of `slot_count` slots of `slot_capacity` bytes takes."""
+    data_offset = _align(_HEADER_SIZE + slot_count * _SLOT_HEADER_SIZE)
+    return data_offset + slot_count * _align(slot_capacity)
+
+
+def _open_segment(name: str, *, create: bool, size: int = 0) -> mmap.mmap:
+    flags = os.O_RDWR | (os.O_CREAT | os.O_EXCL if create else 0)
+    fd = _posixshmem.shm_open("/" + name, flags, mode=0o600)
+    try:
+        if create:
+            os.ftruncate(fd, size)
+        else:
+            size = os.fstat(fd).st_size
+            if size == 0:
+                raise FrameStoreError(f"segment {name} is empty (its writer has not initialised it yet)")
+        return mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+    finally:
+        os.close(fd)
+
+
+def _unlink(name: str) -> bool:
+    try:
+        _posixshmem.shm_unlink("/" + name)
+    except FileNotFoundError:
+        return False
+    return True
+
+
+def reclaim_stale_segments(namespace: str | None = None) -> list[str]:
+    """Unlink every alpr ring (of `namespace`, or of any) whose writer process is gone.
+
+    Returns the names reclaimed. Only possible where POSIX shared memory is listable (`/dev/shm`, Linux);
+    elsewhere writers still reclaim their own segment by name when they start.
+    """
+    if not SHM_DIR.is_dir():
+        return []
+    prefix = "alpr." if namespace is None else f"alpr.{_NAME_RE.sub('_', namespace)}."
+    reclaimed: list[str] = []
+    for entry in SHM_DIR.iterdir():
+        if not entry.name.startswith(prefix):
+            continue
+        try:
+            with entry.open("rb") as fh:
+                raw = fh.read(_HEADER_SIZE)
+            header = _read_header(memoryview(raw), entry.name)
+        except (OSError, FrameStoreError):
+            continue  # not ours to judge: leave segments we cannot read or do not recognise
+        if not writer_alive(header.writer_pid, header.writer_start_time) and _unlink(entry.name):
+            reclaimed.append(entry.name)
+    return reclaimed
+
+
+class FrameWriter:
+    """Owns one camera's ring: creates the segment, writes frames into successive slots, unlinks on close.
+
+    Not thread-safe: one writer per ring, used from one thread.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        slot_count: int,
+        max_height: int,
+        max_width: int,
+        channels: int = 3,
+        dtype: str = "uint8",
+    ) -> None:
+        if slot_count < 2:
+            raise FrameStoreError(f"slot_count must be at least 2 (got {slot_count})")
+        if dtype not in _DTYPES:
+            raise FrameStoreError(f"unsupported dtype {dtype!r}; one of {sorted(_DTYPES)}")
+        self.name = name
+        self.slot_count = slot_count
+        self.slot_capacity = max_height * max_width * channels * np.dtype(dtype).itemsize
+        self.size = ring_size(slot_count, self.slot_capacity)
+        self.epoch = secrets.randbits(63) | 1  # never 0, so a zeroed header cannot match a handle
+        self.reclaimed_stale = self._reclaim_if_stale()
+        self._mm: mmap.mmap | None = _open_segment(name, create=True, size=self.size)
+        self._seq = 0
+        pid = os.getpid()
+        start = _process_start_time(pid) or time.time()
+        self._header = RingHeader(
+            slot_count=slot_count,
+            slot_capacity=self.slot_capacity,
+            data_offset=_align(_HEADER_SIZE + slot_count * _SLOT_HEADER_SIZE),
+            epoch=self.epoch,
+            writer_pid=pid,
+            writer_start_time=start,
+            created_at=time.time(),
+            last_seq=0,
+        )
+        self._seq_words = np.ndarray(
+            (slot_count,), dtype="<u8", buffer=self._mm, offset=_HEADER_SIZE, strides=(_SLOT_HEADER_SIZE,)
+        )
+        self._write_header()
+
+    def _reclaim_if_stale(self) -> bool:
+        try:
+            mm = _open_segment(self.name, create=False)
+        except FileNotFoundError:
+            return False
+        except FrameStoreError:
+            _unlink(self.name)  # zero-sized leftover of a writer that died while creating it
+            return True
+        try:
+            header = _read_header(mm, self.name)
+        except FrameStoreError:
+            mm.close()
+            raise
+        mm.close()
+        if writer_alive(header.writer_pid, header.writer_start_time):
+            raise FrameStoreError(
+                f"segment {self.name} is held by a running writer (pid {header.writer_pid}); "
+                "is another ingest for this camera running?"
+            )
+        _unlink(self.name)
+        return True
+
+    def _write_header(self) -> None:
+        assert self._mm is not None
+        h = self._header
+        _HEADER.pack_into(
+            self._mm,
+            0,
+            MAGIC,
+            LAYOUT_VERSION,
+            h.slot_count,
+            h.slot_capacity,
+            h.data_offset,
+            h.epoch,
+            h.writer_pid,
+            h.writer_start_time,
+            h.created_at,
+            self._seq,
+        )
+
+    @property
+    def last_seq(self) -> int:
+        return self._seq
+
+    def write(self, frame: npt.NDArray[np.generic], captured_at_ns: int | None = None) -> FrameRef:
+        """Copy one frame into the next slot (the only copy of its pixels) and return its handle."""
+        mm = self._mm
+        if mm is None:
+            raise FrameStoreError(f"ring {self.name} is closed")
+        if frame.ndim == 2:
+            frame = frame[:, :, None]
+        if frame.ndim != 3:
+            raise FrameStoreError(f"frame must be HxW or HxWxC, got shape {frame.shape}")
+        if frame.dtype.name not in _DTYPES:
+            raise FrameStoreError(f"unsupported dtype {frame.dtype.name!r}")
+        nbytes = frame.nbytes
+        if nbytes > self.slot_capacity:
+            raise FrameStoreError(
+                f"frame {frame.shape} {frame.dtype.name} ({nbytes} bytes) exceeds the ring's slot capacity "
+                f"({self.slot_capacity} bytes); raise frame_store.max_width/max_height"
+            )
+        seq = self._seq + 1
+        slot = seq % self.slot_count
+        height, width, channels = frame.shape
+        self._seq_words[slot] = WRITING
+        offset = self._header.slot_data_offset(slot)
+        dest = np.ndarray(frame.shape, dtype=frame.dtype, buffer=mm, offset=offset)
+        np.copyto(dest, frame, casting="no")
+        ts = time.time_ns() if captured_at_ns is None else captured_at_ns
+        _SLOT_META.pack_into(
+            mm,
+            self._header.slot_header_offset(slot) + 8,
+            ts,
+            height,
+            width,
+            channels,
+            _DTYPES[frame.dtype.name],
+        )
+        self._seq_words[slot] = seq  # publish: from here on readers may use the slot
+        self._seq = seq
+        struct.pack_into("<Q", mm, _HEADER.size - 8, seq)
+        return FrameRef(
+            segment=self.name,
+            epoch=self.epoch,
+            slot=slot,
+            seq=seq,
+            height=height,
+            width=width,
+            channels=channels,
+            dtype=frame.dtype.name,
+        )
+
+    def close(self) -> None:
+        """Unmap and unlink the segment. Readers that still map it keep their mapping until they close."""
+        if self._mm is None:
+            return
+        # Views into the mapping must be dropped before it can be closed.
+        del self._seq_words
+        self._mm.close()
+        self._mm = None
+        _unlink(self.name)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class FrameView:
+    """Zero-copy view of a slot. Valid only while `still_valid()`; check it after using the pixels."""
+
+    __slots__ = ("_attached", "array", "ref")
+
+    def __init__(self, ref: FrameRef, array: npt.NDArray[np.generic], attached: _AttachedRing) -> None:
+        self.ref = ref
+        self.array = array
+        self._attached = attached
+
+    def still_valid(self) -> bool:
+        """True if the slot still holds this frame, i.e. every pixel read so far was the frame's."""
+        return self._attached.current_seq(self.ref.slot) == self.ref.seq
+
+
+class _AttachedRing:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.mm = _open_segment(name, create=False)
+        self.header = _read_header(self.mm, name)
+        self.seq_words = np.ndarray(
+            (self.header.slot_count,),
+            dtype="<u8",
+            buffer=self.mm,
+            offset=_HEADER_SIZE,
+            strides=(_SLOT_HEADER_SIZE,),
+        )
+
+    def current_seq(self, slot: int) -> int:
+        return int(self.seq_words[slot])
+
+    def close(self) -> None:
+        del self.seq_words
+        with contextlib.suppress(BufferError):
+            # A caller still holding a FrameView keeps the mapping alive; it is freed with the view.
+            self.mm.close()
+
+
+@dataclass
+class ReaderStats:
+    frames_read: int = 0
+    stale_before: int = 0  # the slot already held another frame when we arrived
+    stale_after: int = 0  # the slot was overwritten while we were reading it
+    reattached: int = 0  # the writer restarted (new epoch) and we mapped its new segment
+
+    @property
+    def stale(self) -> int:
+        return self.stale_before + self.stale_after
+
+
+class FrameReader:
+    """Attaches to rings by name (lazily, on first handle) and hands out views or copies of frames.
+
+    A reader never writes to a ring and never unlinks one. Stale handles raise `StaleFrameError` and are
+    counted in `stats`; callers skip the frame.
+    """
+
+    def __init__(self) -> None:
+        self._rings: dict[str, _AttachedRing] = {}
+        self._attached_before: set[str] = set()
+        self.stats = ReaderStats()
+
+    def _ring(self, ref: FrameRef) -> _AttachedRing:
+        ring = self._rings.get(ref.segment)
+        if ring is not None and ring.header.epoch == ref.epoch:
+            return ring
+        if ring is not None:
+            # The handle comes from a newer (or older) writer instance than the one we mapped.
+            ring.close()
+            del self._rings[ref.segment]
+        try:
+            ring = _AttachedRing(ref.segment)
+        except FileNotFoundError as exc:
+            raise StaleFrameError(f"ring {ref.segment} no longer exists (its writer stopped)") from exc
+        if ring.header.epoch != ref.epoch:
+            ring.close()
+            raise StaleFrameError(
+                f"ring {ref.segment} belongs to another writer instance (epoch {ring.header.epoch}, "
+                f"handle has {ref.epoch})"
+            )
+        if ref.segment in self._attached_before:
+            self.stats.reattached += 1
+        self._attached_before.add(ref.segment)
+        self._rings[ref.segment] = ring
+        return ring
+
+    def view(self, ref: FrameRef) -> FrameView:
+        """A zero-copy view of the frame. Raises `StaleFrameError` if the slot no longer holds it.
+
+        The caller must call `still_valid()` after it has finished reading the pixels (or use
+        `copy()`); a view used after the writer lapped the ring holds another frame's pixels.
+        """
+        ring = self._ring(ref)
+        header = ring.header
+        if not 0 <= ref.slot < header.slot_count:
+            raise FrameStoreError(f"handle names slot {ref.slot} of a {header.slot_count}-slot ring")
+        if ring.current_seq(ref.slot) != ref.seq:
+            self.stats.stale_before += 1
+            raise StaleFrameError(f"slot {ref.slot} of {ref.segment} no longer holds frame {ref.seq}")
+        dtype = np.dtype(ref.dtype)
+        if ref.height * ref.width * ref.channels * dtype.itemsize > header.slot_capacity:
+            raise FrameStoreError(f"handle shape {ref.shape} does not fit ring {ref.segment}")
+        array: npt.NDArray[np.generic] = np.ndarray(
+            ref.shape, dtype=dtype, buffer=ring.mm, offset=header.slot_data_offset(ref.slot)
+        )
+        array.flags.writeable = False
+        return FrameView(ref, array, ring)
+
+    def release(self, view: FrameView) -> None:
+        """Finish with a view: verify it was not overwritten while used; count a read or a stale one."""
+        if view.still_valid():
+            self.stats.frames_read += 1
+            return
+        self.stats.stale_after += 1
+        raise StaleFrameError(
+            f"slot {view.ref.slot} of {view.ref.segment} was overwritten while frame {view.ref.seq} was read"
+        )
+
+    @contextlib.contextmanager
+    def frame(self, ref: FrameRef) -> Iterator[npt.NDArray[np.generic]]:
+        """`with reader.frame(ref) as pixels:` — raises `StaleFrameError` at exit if the frame was torn.
+
+        Work done inside the block must be discarded when this raises.
+        """
+        view = self.view(ref)
+        yield view.array
+        self.release(view)
+
+    def copy(self, ref: FrameRef) -> npt.NDArray[np.generic]:
+        """A private copy of the frame, guaranteed untorn (or `StaleFrameError`)."""
+        with self.frame(ref) as pixels:
+            out = pixels.copy()
+        return out
+
+    def close(self) -> None:
+        for ring in self._rings.values():
+            ring.close()
+        self._rings.clear()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+def read_ring_header(name: str) -> RingHeader:
+    """The header of a ring (for status tools and tests)."""
+    mm = _open_segment(name, create=False)
+    try:
+        return _read_header(mm, name)
+    finally:
+        mm.close()

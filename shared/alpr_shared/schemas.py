@@ -1,0 +1,239 @@
+"""Every message that crosses a process boundary, in one place.
+
+Edge stages exchange these over local ZeroMQ (msgpack); the events service sends `PlateEvent` to Kafka.
+Each message is a tagged `msgspec.Struct` carrying `schema_version`, so a receiver can tell "this is not
+one of ours" (malformed bytes, unknown tag) from "this is ours but from another build" (version mismatch)
+and say which one in its error.
+
+This module owns the wire format and nothing else: no I/O, no sockets, no pixels. Frames never travel
+inside a message; a `FrameRef` names the shared-memory slot that holds them (see `framestore`).
+"""
+
+from __future__ import annotations
+
+from typing import Generic, Literal, TypeVar
+
+import msgspec
+
+# Bump when a change is not backwards compatible (a field removed, renamed or its meaning changed).
+# Adding a field with a default keeps the version: older readers ignore it, newer readers default it.
+SCHEMA_VERSION = 1
+
+
+class SchemaError(ValueError):
+    """A message could not be decoded: malformed bytes, an unknown type, or a field of the wrong shape."""
+
+
+class SchemaVersionError(SchemaError):
+    """A well-formed message from a build that speaks another schema version."""
+
+    def __init__(self, message_type: str, got: int, expected: int) -> None:
+        super().__init__(
+            f"{message_type} has schema_version {got}, this build speaks {expected}; "
+            "run the same alpr version on every stage"
+        )
+        self.message_type = message_type
+        self.got = got
+        self.expected = expected
+
+
+class _Message(msgspec.Struct, frozen=True, tag_field="type", kw_only=True, forbid_unknown_fields=False):
+    schema_version: int = SCHEMA_VERSION
+
+
+# --- frames -------------------------------------------------------------------------------------------
+
+
+class FrameRef(msgspec.Struct, frozen=True, kw_only=True):
+    """Where one decoded frame lives: a slot of a camera's shared-memory ring.
+
+    `epoch` identifies the writer instance that created the segment (a restarted writer gets a new one);
+    `seq` is the frame's sequence number within that epoch. A reader must check both before and after it
+    reads the pixels (see `framestore.FrameReader`).
+    """
+
+    segment: str
+    epoch: int
+    slot: int
+    seq: int
+    height: int
+    width: int
+    channels: int
+    dtype: str = "uint8"
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (self.height, self.width, self.channels)
+
+
+class FrameReady(_Message, frozen=True, tag="frame"):
+    """ingest → detect: a new frame was written for `camera_id`."""
+
+    camera_id: str
+    frame: FrameRef
+    captured_at_ns: int  # wall clock (time.time_ns) when the frame was decoded
+    published_at_ns: int  # monotonic clock (time.monotonic_ns) at publication, for handoff latency
+    source_pts_s: float | None = None  # presentation time within a file source, when known
+
+
+# --- detections and tracks ----------------------------------------------------------------------------
+
+ObjectClass = Literal["plate", "car", "truck", "bus", "motorcycle"]
+
+
+class Box(msgspec.Struct, frozen=True, array_like=True):
+    """Axis-aligned box in frame pixels (x1, y1, x2, y2)."""
+
+    x1: float
+    y1: float
+    x2: float
+    y2: float
+
+
+class Detection(msgspec.Struct, frozen=True, kw_only=True):
+    box: Box
+    score: float
+    label: ObjectClass
+
+
+class FrameDetections(_Message, frozen=True, tag="detections"):
+    """detect → track: everything found on one frame (possibly nothing)."""
+
+    camera_id: str
+    frame: FrameRef
+    captured_at_ns: int
+    detections: list[Detection]
+    backend: str  # e.g. "onnxruntime-cpu", "tensorrt"
+    inference_ms: float
+
+
+TrackPhase = Literal["started", "updated", "ended"]
+
+
+class TrackMessage(_Message, frozen=True, tag="track"):
+    """track → ocr and events: lifecycle of one plate track."""
+
+    camera_id: str
+    track_id: int
+    phase: TrackPhase
+    frame: FrameRef | None  # None on "ended": the track has no current frame
+    captured_at_ns: int
+    plate_box: Box | None
+    plate_score: float
+    vehicle_track_id: int | None = None
+    vehicle_class: ObjectClass | None = None
+    vehicle_box: Box | None = None
+    direction: str | None = None
+    stationary: bool = False
+    crossed_line: bool = False
+
+
+# --- OCR ----------------------------------------------------------------------------------------------
+
+
+class OcrJob(_Message, frozen=True, tag="ocr_job"):
+    """ocr coordinator → ocr worker: one plate crop to read. The crop is a small copy (the frame slot has
+    been released by then), encoded as raw pixels."""
+
+    job_id: str
+    camera_id: str
+    track_id: int
+    crop: bytes
+    crop_height: int
+    crop_width: int
+    crop_channels: int = 3
+    attempt: int = 1
+
+
+class CharCandidate(msgspec.Struct, frozen=True, array_like=True):
+    char: str
+    confidence: float
+
+
+class OcrResult(_Message, frozen=True, tag="ocr_result"):
+    """ocr worker → coordinator → events: the text read from one crop, with per-character alternatives
+    for format-guided correction."""
+
+    job_id: str
+    camera_id: str
+    track_id: int
+    text: str
+    confidence: float
+    # One list per character position, best first.
+    alternatives: list[list[CharCandidate]] = msgspec.field(default_factory=list)
+    worker_id: str = ""
+    latency_ms: float = 0.0
+
+
+# --- events (the only messages that leave the edge) ---------------------------------------------------
+
+
+class PlateEvent(_Message, frozen=True, tag="plate_event"):
+    """events → Kafka (`alpr.plates.detected`) → persist. One per vehicle passage; a later, better read
+    of the same passage re-sends it with the same `event_id` and a higher `revision`."""
+
+    event_id: str
+    revision: int
+    camera_id: str
+    site_id: str
+    plate: str
+    plate_raw: str
+    region: str
+    format_valid: bool
+    confidence: float
+    first_seen_ns: int
+    last_seen_ns: int
+    track_id: int
+    direction: str | None = None
+    vehicle_class: str | None = None
+    plate_jpeg: bytes | None = None
+
+
+Message = FrameReady | FrameDetections | TrackMessage | OcrJob | OcrResult | PlateEvent
+
+MESSAGE_TYPES: tuple[type[_Message], ...] = (
+    FrameReady,
+    FrameDetections,
+    TrackMessage,
+    OcrJob,
+    OcrResult,
+    PlateEvent,
+)
+
+
+class _VersionProbe(msgspec.Struct, forbid_unknown_fields=False):
+    type: str = "?"
+    schema_version: int = -1
+
+
+T = TypeVar("T", bound=_Message)
+
+
+class Codec(Generic[T]):
+    """Encodes and decodes messages of the types a socket carries.
+
+    `decode` raises `SchemaError` (or its `SchemaVersionError`) with a message that says what was wrong;
+    it never returns a half-valid object. Callers on a socket count and drop, they do not crash.
+    """
+
+    def __init__(self, message_type: type[T] | object = Message) -> None:
+        self._encoder = msgspec.msgpack.Encoder()
+        self._decoder: msgspec.msgpack.Decoder[T] = msgspec.msgpack.Decoder(message_type)  # type: ignore[arg-type]  # unions are valid decoder types but not `type[T]`
+        self._probe = msgspec.msgpack.Decoder(_VersionProbe)
+
+    def encode(self, message: T) -> bytes:
+        return self._encoder.encode(message)
+
+    def decode(self, data: bytes | memoryview) -> T:
+        # Check the version first, so a message from another build is reported as such and not as
+        # whatever field happened to change shape between versions.
+        try:
+            probe = self._probe.decode(data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise SchemaError(f"not a valid alpr message: {exc}") from exc
+        if probe.schema_version != SCHEMA_VERSION:
+            raise SchemaVersionError(probe.type, probe.schema_version, SCHEMA_VERSION)
+        try:
+            return self._decoder.decode(data)
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            raise SchemaError(f"invalid {probe.type} message: {exc}") from exc

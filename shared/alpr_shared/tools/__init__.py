@@ -1,0 +1,1 @@
+"""Command-line tools of `alpr` that are not services."""

@@ -1,0 +1,280 @@
+"""ZeroMQ transport between edge stages: typed message sockets with explicit direction and high-water marks.
+
+Endpoints are configuration strings (`ipc:///tmp/alpr/frames.sock`, `tcp://10.0.0.5:5560`). Each socket
+role has a documented default direction (docs/architecture.md); a `bind:` or `connect:` prefix overrides it.
+
+Slow-consumer policy (the two kinds of traffic behave differently on purpose):
+- Live video (`FrameReady`): PUB/SUB with a small high-water mark. A slow subscriber never stalls ingest:
+  ZeroMQ drops at the HWM, and the subscriber drains its queue and keeps only the newest frame(s) per
+  camera (`keep_newest_per_camera`), so the oldest frames are the ones dropped. Every drop is counted.
+- Everything after detection (detections, tracks, OCR jobs/results): never dropped. PUSH/PULL, or PUB with
+  `ZMQ_XPUB_NODROP` for fan-out, and a sender that *waits* when the HWM is reached (backpressure that
+  propagates upstream, where frames are the ones shed).
+
+Bad input: bytes that do not decode as a message of the socket's type are counted
+(`alpr_<service>_messages_dropped_total{reason="malformed"|"version"}`), logged (rate-limited) and dropped;
+the receiver carries on. Nothing here raises on a peer's bad message.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Generic, Literal, Self, TypeVar
+
+import zmq
+import zmq.asyncio
+
+from alpr_shared.logging import get_logger
+from alpr_shared.metrics import ServiceMetrics
+from alpr_shared.schemas import Codec, FrameReady, SchemaError, SchemaVersionError, _Message
+
+T = TypeVar("T", bound=_Message)
+Mode = Literal["bind", "connect"]
+Pattern = Literal["pub", "sub", "push", "pull"]
+
+_ZMQ_TYPES: dict[Pattern, int] = {"pub": zmq.PUB, "sub": zmq.SUB, "push": zmq.PUSH, "pull": zmq.PULL}
+_log = get_logger(__name__)
+
+
+class TransportError(RuntimeError):
+    """A socket could not be set up, or a send did not complete in time."""
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    mode: Mode
+    address: str
+
+    @classmethod
+    def parse(cls, spec: str, default_mode: Mode) -> Endpoint:
+        """`[bind:|connect:]<transport>://<address>` → Endpoint; the prefix overrides `default_mode`."""
+        mode: Mode = default_mode
+        address = spec.strip()
+        for prefix in ("bind:", "connect:"):
+            if address.startswith(prefix) and not address.startswith(prefix + "//"):
+                mode = "bind" if prefix == "bind:" else "connect"
+                address = address[len(prefix) :]
+        transport, sep, rest = address.partition("://")
+        if not sep or transport not in {"ipc", "tcp", "inproc"} or not rest:
+            raise TransportError(
+                f"bad endpoint {spec!r}: expected [bind:|connect:]ipc:///path, tcp://host:port or inproc://name"
+            )
+        return cls(mode, address)
+
+    @property
+    def ipc_path(self) -> Path | None:
+        return Path(self.address[len("ipc://") :]) if self.address.startswith("ipc://") else None
+
+
+class TransportMetrics:
+    """Counters shared by every socket of a service, labelled by socket role."""
+
+    def __init__(self, metrics: ServiceMetrics) -> None:
+        self.sent = metrics.counter("messages_sent_total", "Messages sent on a ZeroMQ socket", ["socket"])
+        self.received = metrics.counter(
+            "messages_received_total", "Valid messages received on a ZeroMQ socket", ["socket"]
+        )
+        self.dropped = metrics.counter(
+            "messages_dropped_total",
+            "Messages dropped: malformed, from another schema version, or shed by the slow-consumer policy",
+            ["socket", "reason"],
+        )
+
+
+class MessageSocket(Generic[T]):
+    """One ZeroMQ socket carrying messages of type `T` (or a union), owned by one asyncio task group.
+
+    Use as an async context manager or call `close()`; closing never blocks (LINGER 0 for frames, a
+    bounded linger for reliable sockets so queued messages get a chance to leave).
+    """
+
+    def __init__(
+        self,
+        context: zmq.asyncio.Context,
+        *,
+        name: str,
+        pattern: Pattern,
+        endpoint: Endpoint,
+        message_type: type[T] | object,
+        hwm: int,
+        metrics: TransportMetrics | None = None,
+        reliable: bool = False,
+        linger_ms: int = 0,
+    ) -> None:
+        self.name = name
+        self.pattern = pattern
+        self.endpoint = endpoint
+        self.reliable = reliable
+        self._codec: Codec[T] = Codec(message_type)
+        self._metrics = metrics
+        self._last_warning = 0.0
+        self._suppressed = 0
+        sock = context.socket(_ZMQ_TYPES[pattern])
+        sock.setsockopt(zmq.LINGER, linger_ms)
+        if pattern in ("pub", "push"):
+            sock.setsockopt(zmq.SNDHWM, hwm)
+            if pattern == "pub" and reliable:
+                # Block (we await) instead of dropping at the HWM: fan-out that must not lose messages.
+                sock.setsockopt(zmq.XPUB_NODROP, 1)
+        else:
+            sock.setsockopt(zmq.RCVHWM, hwm)
+            if pattern == "sub":
+                sock.setsockopt(zmq.SUBSCRIBE, b"")
+        try:
+            if endpoint.mode == "bind":
+                path = endpoint.ipc_path
+                if path is not None:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                sock.bind(endpoint.address)
+            else:
+                sock.connect(endpoint.address)
+        except zmq.ZMQError as exc:
+            sock.close(linger=0)
+            raise TransportError(f"cannot {endpoint.mode} {name} socket to {endpoint.address}: {exc}") from exc
+        self.socket: zmq.asyncio.Socket = sock
+        # A synchronous view of the same socket, for draining what is already queued without awaiting.
+        self._sync_view = zmq.Socket.shadow(sock.underlying)
+
+    # --- sending --------------------------------------------------------------------------------------
+
+    async def send(self, message: T, timeout: float | None = None) -> None:
+        """Send one message. Reliable sockets wait while the peer is at its HWM (up to `timeout`, then
+        `TransportError`); best-effort ones never wait."""
+        data = self._codec.encode(message)
+        if self.reliable or self.pattern == "push":
+            try:
+                await asyncio.wait_for(self.socket.send(data, copy=False), timeout)
+            except TimeoutError as exc:
+                raise TransportError(
+                    f"{self.name}: peer did not accept a message within {timeout}s (HWM reached)"
+                ) from exc
+        else:
+            try:
+                await self.socket.send(data, flags=zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                self._count_drop("overload")
+                return
+        if self._metrics is not None:
+            self._metrics.sent.labels(self.name).inc()
+
+    # --- receiving ------------------------------------------------------------------------------------
+
+    def _decode(self, data: bytes) -> T | None:
+        try:
+            message = self._codec.decode(data)
+        except SchemaVersionError as exc:
+            self._reject("version", exc)
+            return None
+        except SchemaError as exc:
+            self._reject("malformed", exc)
+            return None
+        if self._metrics is not None:
+            self._metrics.received.labels(self.name).inc()
+        return message
+
+    def _reject(self, reason: str, exc: Exception) -> None:
+        self._count_drop(reason)
+        now = time.monotonic()
+        # One line per second per socket at most: a misbehaving peer must not flood the logs.
+        if now - self._last_warning >= 1.0:
+            _log.warning(
+                "message_dropped",
+                socket=self.name,
+                reason=reason,
+                error=str(exc)[:300],
+                suppressed_since_last=self._suppressed,
+            )
+            self._last_warning = now
+            self._suppressed = 0
+        else:
+            self._suppressed += 1
+
+    def _count_drop(self, reason: str, n: int = 1) -> None:
+        if self._metrics is not None:
+            self._metrics.dropped.labels(self.name, reason).inc(n)
+
+    async def recv(self, timeout: float | None = None) -> T:
+        """The next valid message; malformed ones are counted and skipped. `TimeoutError` after `timeout`."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            data = await asyncio.wait_for(self.socket.recv(), remaining)
+            message = self._decode(data)
+            if message is not None:
+                return message
+
+    def drain(self, limit: int) -> list[T]:
+        """Every valid message already queued (up to `limit`), without waiting."""
+        out: list[T] = []
+        while len(out) < limit:
+            try:
+                data = self._sync_view.recv(zmq.NOBLOCK)
+            except zmq.Again:
+                break
+            message = self._decode(data)
+            if message is not None:
+                out.append(message)
+        return out
+
+    def count_shed(self, n: int) -> None:
+        """Record messages dropped by the caller's slow-consumer policy (e.g. old frames)."""
+        if n:
+            self._count_drop("shed", n)
+
+    def close(self) -> None:
+        self.socket.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+
+def keep_newest_per_camera(
+    frames: Iterable[FrameReady], per_camera: int = 1
+) -> tuple[list[FrameReady], list[FrameReady]]:
+    """Slow-consumer policy for live video: keep the newest `per_camera` frames of each camera, in arrival
+    order, and return (kept, shed). Frames are compared by their ring sequence within the same epoch."""
+    by_camera: dict[str, list[FrameReady]] = {}
+    order: list[FrameReady] = list(frames)
+    for frame in order:
+        by_camera.setdefault(frame.camera_id, []).append(frame)
+    kept_ids: set[int] = set()
+    for camera_frames in by_camera.values():
+        newest = sorted(camera_frames, key=lambda f: (f.published_at_ns, f.frame.seq))[-per_camera:]
+        kept_ids.update(id(f) for f in newest)
+    kept = [f for f in order if id(f) in kept_ids]
+    shed = [f for f in order if id(f) not in kept_ids]
+    return kept, shed
+
+
+def open_socket(
+    context: zmq.asyncio.Context,
+    *,
+    name: str,
+    pattern: Pattern,
+    spec: str,
+    default_mode: Mode,
+    message_type: type[T] | object,
+    hwm: int,
+    metrics: TransportMetrics | None = None,
+    reliable: bool = False,
+) -> MessageSocket[T]:
+    """Parse an endpoint string and open a socket on it (the one place endpoints turn into sockets)."""
+    return MessageSocket(
+        context,
+        name=name,
+        pattern=pattern,
+        endpoint=Endpoint.parse(spec, default_mode),
+        message_type=message_type,
+        hwm=hwm,
+        metrics=metrics,
+        reliable=reliable,
+        # Reliable sockets get a moment on close to flush what is queued; frames are not worth waiting for.
+        linger_ms=2000 if reliable or pattern == "push" else 0,
+    )

@@ -1,0 +1,118 @@
+"""pytest fixtures that hand tests real servers, built on ``tests.harness``.
+
+Session-wide servers start lazily (only when a test asks for them) and are always closed at session end.
+A server that cannot start fails the test with the harness's reason and the server's log tail; it never
+skips, because a skipped integration test looks like a passing one.
+
+Fixtures:
+- ``postgres_server`` (session) -> ``PostgresServer``; ``postgres_db`` (function) -> DSN ``str`` of a
+  fresh database, dropped after the test.
+- ``kafka_broker`` (session) -> ``KafkaBroker``; ``kafka_topic`` (function) -> name ``str`` of a fresh
+  one-partition topic, deleted after the test.
+- ``make_postgres_server`` / ``make_kafka_broker`` (function) -> factories of dedicated, started servers
+  closed after the test: for outage tests that stop or kill a server, so the shared ones stay untouched.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import ExitStack
+from typing import Any, NoReturn
+
+import pytest
+
+from tests.harness import (
+    KafkaBroker,
+    PostgresServer,
+    ServerStartError,
+    unique_database_name,
+    unique_topic_name,
+)
+
+
+def _fail_start(what: str, exc: ServerStartError) -> NoReturn:
+    pytest.fail(f"could not start {what} for this test: {exc}", pytrace=False)
+
+
+def _ensure_running(server: PostgresServer | KafkaBroker, what: str) -> None:
+    """Start ``server`` if it is not running (first use, or a test left it stopped); fail clearly if not."""
+    if server.running:
+        return
+    try:
+        server.start()
+    except ServerStartError as exc:
+        _fail_start(what, exc)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[PostgresServer]:
+    """One throwaway PostgreSQL 15 cluster shared by the whole session."""
+    server = PostgresServer()
+    try:
+        _ensure_running(server, "PostgreSQL")
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def postgres_db(postgres_server: PostgresServer) -> Iterator[str]:
+    """DSN of a fresh, uniquely named database on the session cluster; dropped after the test."""
+    _ensure_running(postgres_server, "PostgreSQL")
+    name = unique_database_name()
+    dsn = postgres_server.create_database(name)
+    yield dsn
+    _ensure_running(postgres_server, "PostgreSQL")
+    postgres_server.drop_database(name)
+
+
+@pytest.fixture(scope="session")
+def kafka_broker() -> Iterator[KafkaBroker]:
+    """One throwaway Kafka-protocol broker (noida-db) shared by the whole session."""
+    broker = KafkaBroker()
+    try:
+        _ensure_running(broker, "the Kafka-protocol broker (noida-db)")
+        yield broker
+    finally:
+        broker.close()
+
+
+@pytest.fixture
+async def kafka_topic(kafka_broker: KafkaBroker) -> AsyncIterator[str]:
+    """Name of a fresh one-partition topic on the session broker; deleted after the test.
+
+    Tests that need more partitions call ``await kafka_broker.create_topic(name, partitions=n)``.
+    """
+    _ensure_running(kafka_broker, "the Kafka-protocol broker (noida-db)")
+    topic = await kafka_broker.create_topic(unique_topic_name())
+    yield topic
+    _ensure_running(kafka_broker, "the Kafka-protocol broker (noida-db)")
+    await kafka_broker.delete_topic(topic)
+
+
+@pytest.fixture
+def make_postgres_server() -> Iterator[Callable[..., PostgresServer]]:
+    """Factory of dedicated, started PostgreSQL clusters (kwargs go to ``PostgresServer``)."""
+    with ExitStack() as stack:
+
+        def make(**kwargs: Any) -> PostgresServer:
+            server = PostgresServer(**kwargs)
+            stack.callback(server.close)
+            _ensure_running(server, "a dedicated PostgreSQL cluster")
+            return server
+
+        yield make
+
+
+@pytest.fixture
+def make_kafka_broker() -> Iterator[Callable[..., KafkaBroker]]:
+    """Factory of dedicated, started Kafka-protocol brokers (kwargs go to ``KafkaBroker``)."""
+    with ExitStack() as stack:
+
+        def make(**kwargs: Any) -> KafkaBroker:
+            broker = KafkaBroker(**kwargs)
+            stack.callback(broker.close)
+            _ensure_running(broker, "a dedicated Kafka-protocol broker (noida-db)")
+            return broker
+
+        yield make
