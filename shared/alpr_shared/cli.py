@@ -10,6 +10,7 @@ built yet instead of pretending.
 from __future__ import annotations
 
 import argparse
+import functools
 import importlib
 import sys
 from collections.abc import Callable, Sequence
@@ -43,7 +44,9 @@ PLANNED: dict[str, tuple[str, int]] = {
 
 def add_common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", "-c", type=Path, help="YAML configuration file (default: $ALPR_CONFIG)")
-    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"], help="override log.level")
+    parser.add_argument(
+        "--log-level", choices=["debug", "info", "warning", "error"], help="override log.level"
+    )
     parser.add_argument("--log-format", choices=["auto", "json", "console"], help="override log.format")
 
 
@@ -75,7 +78,9 @@ def run_service_command(command: str, argv: Sequence[str] | None = None) -> int:
     """Entry point of `alpr <service>` and of each service's `__main__`."""
     parser = argparse.ArgumentParser(prog=f"alpr {command}", description=f"Run the {command} service.")
     add_common_options(parser)
-    parser.add_argument("--metrics-port", type=int, help="override services.<name>.metrics_port (0 = any free)")
+    parser.add_argument(
+        "--metrics-port", type=int, help="override services.<name>.metrics_port (0 = any free)"
+    )
     args = parser.parse_args(argv)
     main = _load_service_main(command)
     if main is None:
@@ -115,11 +120,14 @@ def _tool(module: str) -> Callable[[Sequence[str]], int]:
 def _commands() -> dict[str, tuple[str, Callable[[Sequence[str]], int]]]:
     commands: dict[str, tuple[str, Callable[[Sequence[str]], int]]] = {}
     for name in SERVICES:
-        commands[name] = (f"run the {name} service", lambda argv, name=name: run_service_command(name, argv))
+        commands[name] = (f"run the {name} service", functools.partial(run_service_command, name))
     commands["config"] = ("check or show the effective configuration", _tool("alpr_shared.tools.config_cmd"))
     commands["shm"] = ("list or reclaim shared-memory frame rings", _tool("alpr_shared.tools.shm_cmd"))
     commands["tap"] = ("attach to the frame stream and report what arrives", _tool("alpr_shared.tools.tap"))
-    commands["demo"] = ("ingest a generated video and read it back through shared memory", _tool("alpr_shared.tools.demo"))
+    commands["demo"] = (
+        "ingest a generated video and read it back through shared memory",
+        _tool("alpr_shared.tools.demo"),
+    )
     for name, (what, issue) in PLANNED.items():
         commands[name] = (f"{what} (not built yet, issue #{issue})", _planned(name))
     return commands

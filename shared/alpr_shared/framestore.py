@@ -26,6 +26,7 @@ This module does no networking and no logging: callers count and log what it rep
 from __future__ import annotations
 
 import contextlib
+import importlib
 import mmap
 import os
 import re
@@ -36,14 +37,17 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
-from typing import Final, Self
+from typing import Any, Final, Self
 
-import _posixshmem
 import numpy as np
 import numpy.typing as npt
 import psutil
 
 from alpr_shared.schemas import FrameRef
+
+# CPython's shm_open/shm_unlink (no stubs). Not multiprocessing.shared_memory: on 3.11 its resource
+# tracker registers every attach and unlinks the segment when any reader process exits.
+_posixshmem: Any = importlib.import_module("_posixshmem")
 
 MAGIC: Final = b"ALPRRING"
 LAYOUT_VERSION: Final = 1
@@ -62,7 +66,7 @@ _ALIGN: Final = 4096  # slot data starts on a page boundary so frames map cleanl
 
 _DTYPES: Final[dict[str, int]] = {"uint8": 1, "uint16": 2, "float32": 3}
 _NAME_RE: Final = re.compile(r"[^A-Za-z0-9_.-]")
-SHM_DIR: Final = Path("/dev/shm")
+SHM_DIR: Final = Path("/dev/shm")  # noqa: S108 - where Linux keeps POSIX shared memory, not a temp file
 
 
 class FrameStoreError(RuntimeError):
@@ -262,7 +266,8 @@ class FrameWriter:
         return True
 
     def _write_header(self) -> None:
-        assert self._mm is not None
+        if self._mm is None:
+            raise FrameStoreError(f"ring {self.name} is closed")
         h = self._header
         _HEADER.pack_into(
             self._mm,

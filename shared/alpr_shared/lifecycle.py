@@ -14,10 +14,10 @@ from __future__ import annotations
 import asyncio
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import structlog
 import zmq
@@ -90,7 +90,7 @@ class ServiceContext:
         )
 
 
-ServiceMain = Callable[[ServiceContext], Awaitable[None]]
+ServiceMain = Callable[[ServiceContext], Coroutine[Any, Any, None]]
 
 
 def service_settings(settings: AlprSettings, name: str) -> ServiceSettings:
@@ -114,25 +114,29 @@ def run_service(
     try:
         port = metrics.serve(own.metrics_host, own.metrics_port if metrics_port is None else metrics_port)
     except OSError as exc:
-        log.error("metrics_server_failed", error=str(exc))
+        log.error("metrics_server_failed", error=str(exc))  # noqa: TRY400 - the message says it all
         return EXIT_FAILED
     log.info("service_starting", metrics=f"http://{own.metrics_host}:{port}/metrics")
     try:
-        return _run_loop(_supervise(name, settings, main, metrics, own, config_path))
+        return _run_loop(
+            _supervise(name, settings=settings, main=main, metrics=metrics, own=own, config_path=config_path)
+        )
     finally:
         metrics.close()
 
 
-def _run_loop(coro: Awaitable[int]) -> int:
-    if sys.platform != "win32":
-        import uvloop  # noqa: PLC0415 - optional on platforms without it
+def _run_loop(coro: Coroutine[Any, Any, int]) -> int:
+    if sys.platform == "win32":  # pragma: no cover - uvloop does not exist there
+        return asyncio.run(coro)
+    import uvloop  # noqa: PLC0415 - optional on platforms without it
 
-        return uvloop.run(coro)  # type: ignore[no-any-return]  # uvloop is untyped
-    return asyncio.run(coro)  # type: ignore[arg-type]  # pragma: no cover
+    result: int = uvloop.run(coro)
+    return result
 
 
 async def _supervise(
     name: str,
+    *,
     settings: AlprSettings,
     main: ServiceMain,
     metrics: ServiceMetrics,
@@ -144,7 +148,12 @@ async def _supervise(
     stopping = asyncio.Event()
     zctx = zmq.asyncio.Context()
     ctx = ServiceContext(
-        name=name, settings=settings, metrics=metrics, zmq_context=zctx, stopping=stopping, config_path=config_path
+        name=name,
+        settings=settings,
+        metrics=metrics,
+        zmq_context=zctx,
+        stopping=stopping,
+        config_path=config_path,
     )
     task = asyncio.create_task(main(ctx), name=f"{name}-main")
     reloads: set[asyncio.Task[None]] = set()
@@ -154,7 +163,9 @@ async def _supervise(
             log.warning("shutdown_forced", signal=signal.Signals(signum).name)
             task.cancel()
             return
-        log.info("shutdown_requested", signal=signal.Signals(signum).name, drain_timeout_s=own.shutdown_timeout_s)
+        log.info(
+            "shutdown_requested", signal=signal.Signals(signum).name, drain_timeout_s=own.shutdown_timeout_s
+        )
         stopping.set()
 
     def on_hup() -> None:
@@ -209,4 +220,3 @@ async def _reload(ctx: ServiceContext) -> None:
         except Exception:
             log.exception("reload_hook_failed", hook=getattr(hook, "__qualname__", repr(hook)))
     log.info("reloaded")
-

@@ -36,7 +36,9 @@ def configure_logging(
         structlog.processors.JSONRenderer()
         if use_json
         # Plain tracebacks: rich's default dumps every local variable, settings included, into the log.
-        else structlog.dev.ConsoleRenderer(colors=out.isatty(), exception_formatter=structlog.dev.plain_traceback)
+        else structlog.dev.ConsoleRenderer(
+            colors=out.isatty(), exception_formatter=structlog.dev.plain_traceback
+        )
     )
     structlog.configure(
         processors=[

@@ -16,7 +16,14 @@ from collections.abc import Sequence
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, ClassVar, TypeVar
 
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CONTENT_TYPE_LATEST,
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    generate_latest,
+)
 
 _M = TypeVar("_M", Counter, Gauge, Histogram)
 
@@ -25,7 +32,23 @@ _NAME_RE = re.compile(r"^alpr_[a-z][a-z0-9]*(?:_[a-z0-9]+)+$")
 _SERVICE_RE = re.compile(r"^[a-z][a-z0-9_]*$")
 
 # Latency buckets from 0.1 ms to 10 s: frame handoffs sit at the bottom, OCR and DB batches higher up.
-LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0)
+LATENCY_BUCKETS = (
+    0.0001,
+    0.00025,
+    0.0005,
+    0.001,
+    0.002,
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1.0,
+    2.5,
+    10.0,
+)
 
 
 def metric_name(service: str, name: str) -> str:
@@ -128,7 +151,9 @@ class ServiceMetrics:
             ) from exc
         server.daemon_threads = True
         self._server = server
-        self._thread = threading.Thread(target=server.serve_forever, name=f"{self.service}-metrics", daemon=True)
+        self._thread = threading.Thread(
+            target=server.serve_forever, name=f"{self.service}-metrics", daemon=True
+        )
         self._thread.start()
         return int(server.server_address[1])
 
@@ -168,5 +193,5 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         self.wfile.write(body)
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - stdlib signature
+    def log_message(self, format: str, *args: object) -> None:
         return  # scrapes every few seconds would drown the service's own logs

@@ -218,7 +218,7 @@ class Codec(Generic[T]):
 
     def __init__(self, message_type: type[T] | object = Message) -> None:
         self._encoder = msgspec.msgpack.Encoder()
-        self._decoder: msgspec.msgpack.Decoder[T] = msgspec.msgpack.Decoder(message_type)  # type: ignore[arg-type]  # unions are valid decoder types but not `type[T]`
+        self._decoder: msgspec.msgpack.Decoder[T] = msgspec.msgpack.Decoder(message_type)
         self._probe = msgspec.msgpack.Decoder(_VersionProbe)
 
     def encode(self, message: T) -> bytes:

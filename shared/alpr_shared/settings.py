@@ -40,7 +40,9 @@ class ConfigError(ValueError):
 
 def _check_id(value: str) -> str:
     if not _ID_RE.match(value):
-        raise ValueError("must be 1-63 characters of letters, digits, '_' or '-', starting with a letter or digit")
+        raise ValueError(
+            "must be 1-63 characters of letters, digits, '_' or '-', starting with a letter or digit"
+        )
     return value
 
 
@@ -143,19 +145,44 @@ class ServiceSettings(_Section):
     shutdown_timeout_s: float = Field(default=10.0, gt=0)
 
 
-def _service(port: int) -> Any:
-    return Field(default_factory=lambda: ServiceSettings(metrics_port=port))
+DEFAULT_METRICS_PORTS: dict[str, int] = {
+    "ingest": 9101,
+    "detect": 9102,
+    "track": 9103,
+    "ocr": 9104,
+    "ocr_worker": 9105,
+    "events": 9106,
+    "persist": 9107,
+    "query": 9108,
+}
+
+
+def _service(name: str) -> Any:
+    return Field(default_factory=lambda: ServiceSettings(metrics_port=DEFAULT_METRICS_PORTS[name]))
 
 
 class ServicesSettings(_Section):
-    ingest: ServiceSettings = _service(9101)
-    detect: ServiceSettings = _service(9102)
-    track: ServiceSettings = _service(9103)
-    ocr: ServiceSettings = _service(9104)
-    ocr_worker: ServiceSettings = _service(9105)
-    events: ServiceSettings = _service(9106)
-    persist: ServiceSettings = _service(9107)
-    query: ServiceSettings = _service(9108)
+    ingest: ServiceSettings = _service("ingest")
+    detect: ServiceSettings = _service("detect")
+    track: ServiceSettings = _service("track")
+    ocr: ServiceSettings = _service("ocr")
+    ocr_worker: ServiceSettings = _service("ocr_worker")
+    events: ServiceSettings = _service("events")
+    persist: ServiceSettings = _service("persist")
+    query: ServiceSettings = _service("query")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _default_ports(cls, data: Any) -> Any:
+        # A section that sets only e.g. shutdown_timeout_s keeps its service's default port.
+        if not isinstance(data, dict):
+            return data
+        out = dict(data)
+        for name, port in DEFAULT_METRICS_PORTS.items():
+            section = out.get(name)
+            if isinstance(section, dict) and "metrics_port" not in section:
+                out[name] = {**section, "metrics_port": port}
+        return out
 
 
 class AlprSettings(BaseSettings):
@@ -170,7 +197,7 @@ class AlprSettings(BaseSettings):
 
     environment: Literal["development", "production"] = "development"
     # Sockets, lock files and other per-host runtime state of the edge pipeline.
-    runtime_dir: Path = Path("/tmp/alpr")
+    runtime_dir: Path = Path("/tmp/alpr")  # noqa: S108 - ipc sockets only; containers mount a private /tmp
     log: LogSettings = Field(default_factory=LogSettings)
     cameras: list[CameraSettings] = Field(default_factory=list)
     frame_store: FrameStoreSettings = Field(default_factory=FrameStoreSettings)
@@ -282,7 +309,9 @@ def load_settings(
         if loaded is None:
             loaded = {}
         if not isinstance(loaded, dict):
-            raise ConfigError(f"configuration file {path} must hold a mapping at the top, not {type(loaded).__name__}")
+            raise ConfigError(
+                f"configuration file {path} must hold a mapping at the top, not {type(loaded).__name__}"
+            )
         content = loaded
     init: dict[str, Any] = dict(content)
     if overrides:

@@ -134,10 +134,12 @@ class MessageSocket(Generic[T]):
                 sock.connect(endpoint.address)
         except zmq.ZMQError as exc:
             sock.close(linger=0)
-            raise TransportError(f"cannot {endpoint.mode} {name} socket to {endpoint.address}: {exc}") from exc
+            raise TransportError(
+                f"cannot {endpoint.mode} {name} socket to {endpoint.address}: {exc}"
+            ) from exc
         self.socket: zmq.asyncio.Socket = sock
         # A synchronous view of the same socket, for draining what is already queued without awaiting.
-        self._sync_view = zmq.Socket.shadow(sock.underlying)
+        self._sync_view: zmq.Socket[bytes] = zmq.Socket.shadow(sock.underlying)
 
     # --- sending --------------------------------------------------------------------------------------
 

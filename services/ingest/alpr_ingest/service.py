@@ -68,7 +68,7 @@ class FileSource:
         if not ok:
             return None
         pts = float(self._cap.get(cv2.CAP_PROP_POS_MSEC)) / 1000.0
-        return frame, pts
+        return np.asarray(frame, dtype=np.uint8), pts
 
     def close(self) -> None:
         self._cap.release()
@@ -107,7 +107,9 @@ class CameraRunner:
             max_height=self.store.max_height,
             max_width=self.store.max_width,
         )
-        log.info("camera_started", camera=cam.id, source=redact_url(cam.source), fps=source.fps, ring=writer.name)
+        log.info(
+            "camera_started", camera=cam.id, source=redact_url(cam.source), fps=source.fps, ring=writer.name
+        )
         min_interval = 1.0 / cam.target_fps if cam.target_fps else 0.0
         frame_interval = 1.0 / source.fps if cam.realtime else 0.0
         interval = max(min_interval, frame_interval)

@@ -39,7 +39,9 @@ def main(argv: Sequence[str]) -> int:
     parser = argparse.ArgumentParser(prog="alpr demo", description=__doc__)
     parser.add_argument("--cameras", type=int, default=2, help="cameras to simulate (default 2)")
     parser.add_argument("--seconds", type=float, default=6.0, help="length of the generated video")
-    parser.add_argument("--workdir", type=Path, default=Path(".alpr-demo"), help="where the video and config go")
+    parser.add_argument(
+        "--workdir", type=Path, default=Path(".alpr-demo"), help="where the video and config go"
+    )
     parser.add_argument("--image", type=Path, help="photo to pan over (default: the first shared US photo)")
     args = parser.parse_args(argv)
 
@@ -53,7 +55,9 @@ def main(argv: Sequence[str]) -> int:
         "runtime_dir": str(workdir / "run"),
         "log": {"format": "console"},
         "frame_store": {"namespace": namespace, "max_width": 1280, "max_height": 720},
-        "cameras": [{"id": f"cam{i + 1}", "source": str(video), "realtime": True} for i in range(args.cameras)],
+        "cameras": [
+            {"id": f"cam{i + 1}", "source": str(video), "realtime": True} for i in range(args.cameras)
+        ],
     }
     config_path = workdir / "alpr.yaml"
     config_path.write_text(yaml.safe_dump(config), encoding="utf-8")
@@ -61,7 +65,16 @@ def main(argv: Sequence[str]) -> int:
 
     print(f"demo: starting `alpr ingest` with {args.cameras} camera(s) (config {config_path})")
     ingest = subprocess.Popen(
-        [sys.executable, "-m", "alpr_shared.cli", "ingest", "--config", str(config_path), "--metrics-port", "0"],
+        [
+            sys.executable,
+            "-m",
+            "alpr_shared.cli",
+            "ingest",
+            "--config",
+            str(config_path),
+            "--metrics-port",
+            "0",
+        ],
         stdout=subprocess.DEVNULL,
         stderr=sys.stderr,
     )

@@ -17,8 +17,10 @@ def _pattern(height: int, width: int) -> npt.NDArray[np.uint8]:
     rng = np.random.default_rng(7)
     base = rng.integers(0, 255, (height // 16 + 1, width // 16 + 1, 3), dtype=np.uint8)
     img = cv2.resize(base, (width, height), interpolation=cv2.INTER_CUBIC)
-    cv2.putText(img, "ALPR TEST 123", (width // 8, height // 2), cv2.FONT_HERSHEY_SIMPLEX, 3, (255, 255, 255), 6)
-    return img
+    cv2.putText(
+        img, "ALPR TEST 123", (width // 8, height // 2), cv2.FONT_HERSHEY_SIMPLEX, 3, (255, 255, 255), 6
+    )
+    return np.asarray(img, dtype=np.uint8)
 
 
 def make_pan_video(

@@ -21,7 +21,7 @@ from alpr_shared.cli import add_common_options, settings_from_args
 from alpr_shared.framestore import FrameReader, FrameStoreError, StaleFrameError
 from alpr_shared.schemas import FrameReady
 from alpr_shared.settings import AlprSettings, ConfigError
-from alpr_shared.transport import keep_newest_per_camera, open_socket
+from alpr_shared.transport import MessageSocket, keep_newest_per_camera, open_socket
 
 
 @dataclass
@@ -59,7 +59,7 @@ async def tap(
     report = TapReport()
     last_seq: dict[str, int] = {}
     context = zmq.asyncio.Context()
-    sub = open_socket(
+    sub: MessageSocket[FrameReady] = open_socket(
         context,
         name="frames",
         pattern="sub",
@@ -118,7 +118,9 @@ def main(argv: Sequence[str]) -> int:
     add_common_options(parser)
     parser.add_argument("--frames", type=int, help="stop after this many frames")
     parser.add_argument("--seconds", type=float, help="stop after this long")
-    parser.add_argument("--idle-timeout", type=float, default=5.0, help="stop after this long without a frame")
+    parser.add_argument(
+        "--idle-timeout", type=float, default=5.0, help="stop after this long without a frame"
+    )
     args = parser.parse_args(argv)
     try:
         settings = settings_from_args(args)

@@ -1,0 +1,133 @@
+"""A writer killed with SIGKILL leaves its ring behind; a restarted writer (or `alpr shm reclaim`)
+reclaims it, and nothing is leaked in /dev/shm once everything has stopped."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+import yaml
+
+from alpr_shared import framestore as fs
+from alpr_shared.tools.synthvideo import make_pan_video
+
+pytestmark = pytest.mark.integration
+
+
+def _rings(namespace: str) -> list[str]:
+    return sorted(p.name for p in fs.SHM_DIR.glob(f"alpr.{namespace}.*"))
+
+
+def _wait_for(predicate, timeout: float = 20.0, what: str = "condition") -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.05)
+    pytest.fail(f"timed out after {timeout}s waiting for {what}")
+
+
+def test_sigkilled_writer_is_reclaimed_by_the_next_writer() -> None:
+    namespace = f"crash{uuid.uuid4().hex[:8]}"
+    name = fs.segment_name(namespace, "cam1")
+    script = textwrap.dedent(
+        f"""
+        import time, numpy as np
+        from alpr_shared.framestore import FrameWriter
+        w = FrameWriter({name!r}, slot_count=4, max_height=64, max_width=64)
+        w.write(np.zeros((64, 64, 3), np.uint8))
+        print("ready", flush=True)
+        time.sleep(60)
+        """
+    )
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().strip() == "ready"
+        header = fs.read_ring_header(name)
+        assert header.writer_pid == proc.pid
+        with pytest.raises(fs.FrameStoreError, match="held by a running writer"):
+            fs.FrameWriter(name, slot_count=4, max_height=64, max_width=64)
+    finally:
+        proc.send_signal(signal.SIGKILL)
+        proc.communicate()
+    assert _rings(namespace) == [name], "SIGKILL gives the writer no chance to unlink: the ring is left"
+    with fs.FrameWriter(name, slot_count=4, max_height=64, max_width=64) as restarted:
+        assert restarted.reclaimed_stale
+        assert fs.read_ring_header(name).writer_pid == os.getpid()
+    assert _rings(namespace) == []
+
+
+def test_reclaim_sweeps_rings_of_dead_writers_only() -> None:
+    namespace = f"sweep{uuid.uuid4().hex[:8]}"
+    dead = fs.segment_name(namespace, "dead")
+    script = (
+        "import os, numpy as np; from alpr_shared.framestore import FrameWriter; "
+        f"w = FrameWriter({dead!r}, slot_count=2, max_height=8, max_width=8); os.kill(os.getpid(), 9)"
+    )
+    subprocess.run([sys.executable, "-c", script], check=False)
+    with fs.FrameWriter(fs.segment_name(namespace, "alive"), slot_count=2, max_height=8, max_width=8) as alive:
+        assert _rings(namespace) == sorted([dead, alive.name])
+        out = subprocess.run(
+            [sys.executable, "-m", "alpr_shared.cli", "shm", "list", "--namespace", namespace],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout
+        assert "STALE" in out and dead in out
+        assert fs.reclaim_stale_segments(namespace) == [dead]
+        assert _rings(namespace) == [alive.name]
+    assert _rings(namespace) == []
+
+
+def test_ingest_service_killed_and_restarted_leaks_no_shared_memory(tmp_path: Path) -> None:
+    namespace = f"ingest{uuid.uuid4().hex[:8]}"
+    video = make_pan_video(tmp_path / "v.mp4", seconds=1.0, fps=10, width=320, height=240)
+    config = tmp_path / "alpr.yaml"
+    config.write_text(
+        yaml.safe_dump(
+            {
+                "runtime_dir": str(tmp_path / "run"),
+                "log": {"format": "json"},
+                "frame_store": {"namespace": namespace, "max_width": 320, "max_height": 240, "slots_per_camera": 4},
+                "cameras": [
+                    {"id": "a", "source": str(video), "loop": True},
+                    {"id": "b", "source": str(video), "loop": True},
+                ],
+            }
+        )
+    )
+    cmd = [sys.executable, "-m", "alpr_shared.cli", "ingest", "--config", str(config), "--metrics-port", "0"]
+    expected = [fs.segment_name(namespace, "a"), fs.segment_name(namespace, "b")]
+
+    first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        _wait_for(lambda: _rings(namespace) == expected, what="ingest to create both rings")
+        _wait_for(lambda: fs.read_ring_header(expected[0]).last_seq > 3, what="frames to be written")
+    finally:
+        first.send_signal(signal.SIGKILL)
+        first.wait()
+    assert _rings(namespace) == expected  # left behind by the crash
+
+    second = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    try:
+        _wait_for(
+            lambda: all(
+                (p := fs.SHM_DIR / n).exists() and fs.read_ring_header(p.name).writer_pid == second.pid
+                for n in expected
+            ),
+            what="the restarted ingest to reclaim both rings",
+        )
+    finally:
+        second.send_signal(signal.SIGTERM)
+        _, stderr = second.communicate(timeout=20)
+    assert second.returncode == 0, stderr
+    assert "stale_rings_reclaimed" in stderr
+    assert _rings(namespace) == []

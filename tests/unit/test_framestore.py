@@ -1,0 +1,199 @@
+"""The shared-memory frame ring: frames written once, read in place, and a reused slot never passed off
+as the frame a handle names."""
+
+from __future__ import annotations
+
+import os
+import threading
+import uuid
+import zlib
+from collections.abc import Iterator
+
+import numpy as np
+import pytest
+
+from alpr_shared import framestore as fs
+from alpr_shared.schemas import FrameRef
+
+
+@pytest.fixture
+def ring_name() -> Iterator[str]:
+    name = fs.segment_name(f"test{uuid.uuid4().hex[:8]}", "cam-1")
+    yield name
+    # The tests close their writers; this only cleans up after a failing one.
+    fs._unlink(name)
+
+
+def _frame(value: int, shape: tuple[int, int, int] = (48, 64, 3)) -> np.ndarray:
+    return np.full(shape, value % 256, dtype=np.uint8)
+
+
+def test_segment_name_is_sanitised() -> None:
+    assert fs.segment_name("site 1", "gate/entry:2") == "alpr.site_1.gate_entry_2"
+
+
+def test_written_frame_reads_back_identical(ring_name: str) -> None:
+    rng = np.random.default_rng(1)
+    frame = rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)
+    with fs.FrameWriter(ring_name, slot_count=4, max_height=120, max_width=160) as writer, fs.FrameReader() as reader:
+        ref = writer.write(frame)
+        assert (ref.segment, ref.seq, ref.shape, ref.dtype) == (ring_name, 1, (120, 160, 3), "uint8")
+        np.testing.assert_array_equal(reader.copy(ref), frame)
+        with reader.frame(ref) as pixels:
+            assert not pixels.flags.writeable
+            np.testing.assert_array_equal(pixels, frame)
+        assert reader.stats.frames_read == 2
+
+
+def test_grayscale_and_smaller_frames_fit(ring_name: str) -> None:
+    with fs.FrameWriter(ring_name, slot_count=2, max_height=100, max_width=100) as writer, fs.FrameReader() as reader:
+        gray = np.arange(50 * 40, dtype=np.uint8).reshape(50, 40)
+        ref = writer.write(gray)
+        assert ref.shape == (50, 40, 1)
+        np.testing.assert_array_equal(reader.copy(ref)[:, :, 0], gray)
+
+
+def test_oversized_frame_is_refused_with_the_setting_to_change(ring_name: str) -> None:
+    with fs.FrameWriter(ring_name, slot_count=2, max_height=10, max_width=10) as writer:
+        with pytest.raises(fs.FrameStoreError, match="max_width/max_height"):
+            writer.write(_frame(1, (20, 20, 3)))
+
+
+def test_ring_reuse_under_a_slow_reader_is_detected_counted_and_skipped(ring_name: str) -> None:
+    with fs.FrameWriter(ring_name, slot_count=3, max_height=48, max_width=64) as writer, fs.FrameReader() as reader:
+        first = writer.write(_frame(1))
+        # The reader is slow: the writer laps the ring before it gets to `first`.
+        for i in range(2, 5):
+            writer.write(_frame(i))
+        with pytest.raises(fs.StaleFrameError, match="no longer holds frame 1"):
+            reader.view(first)
+        assert reader.stats.stale_before == 1
+        assert reader.stats.frames_read == 0
+
+
+def test_slot_overwritten_while_reading_is_detected_at_release(ring_name: str) -> None:
+    with fs.FrameWriter(ring_name, slot_count=2, max_height=48, max_width=64) as writer, fs.FrameReader() as reader:
+        ref = writer.write(_frame(10))
+        view = reader.view(ref)
+        assert view.array[0, 0, 0] == 10
+        writer.write(_frame(11))
+        writer.write(_frame(12))  # reuses ref's slot while the view is held
+        assert not view.still_valid()
+        assert view.array[0, 0, 0] == 12  # the pixels really did change under the view …
+        with pytest.raises(fs.StaleFrameError, match="overwritten while frame 1 was read"):
+            reader.release(view)  # … and release says so
+        assert reader.stats.stale_after == 1
+        del view
+
+
+def test_frame_context_raises_after_a_torn_read(ring_name: str) -> None:
+    with fs.FrameWriter(ring_name, slot_count=2, max_height=48, max_width=64) as writer, fs.FrameReader() as reader:
+        ref = writer.write(_frame(1))
+        with pytest.raises(fs.StaleFrameError), reader.frame(ref):
+            writer.write(_frame(2))
+            writer.write(_frame(3))
+
+
+def test_concurrent_writer_never_yields_a_torn_copy(ring_name: str) -> None:
+    """A writer thread laps a tiny ring as fast as it can while the reader copies: every copy that is
+    returned must be one whole frame (uniform value matching its sequence), stale ones must raise."""
+    shape = (270, 480, 3)
+    stop = threading.Event()
+    refs: list[FrameRef] = []
+    with fs.FrameWriter(ring_name, slot_count=2, max_height=270, max_width=480) as writer, fs.FrameReader() as reader:
+
+        def write_forever() -> None:
+            i = 0
+            while not stop.is_set():
+                i += 1
+                refs.append(writer.write(_frame(i, shape)))
+
+        thread = threading.Thread(target=write_forever)
+        thread.start()
+        good = stale = 0
+        try:
+            while good + stale < 400:
+                if not refs:
+                    continue
+                ref = refs[-1]
+                try:
+                    pixels = reader.copy(ref)
+                except fs.StaleFrameError:
+                    stale += 1
+                    continue
+                expected = ref.seq % 256
+                assert pixels.min() == expected and pixels.max() == expected, f"torn frame {ref.seq}"
+                good += 1
+        finally:
+            stop.set()
+            thread.join()
+    assert good > 0
+    assert reader.stats.stale == stale
+
+
+def test_handle_from_another_writer_instance_is_stale(ring_name: str) -> None:
+    with fs.FrameWriter(ring_name, slot_count=2, max_height=8, max_width=8) as writer:
+        ref = writer.write(_frame(1, (8, 8, 3)))
+    with fs.FrameReader() as reader:
+        with pytest.raises(fs.StaleFrameError, match="no longer exists"):
+            reader.view(ref)
+        with fs.FrameWriter(ring_name, slot_count=2, max_height=8, max_width=8) as restarted:
+            new_ref = restarted.write(_frame(5, (8, 8, 3)))
+            assert new_ref.epoch != ref.epoch
+            with pytest.raises(fs.StaleFrameError, match="another writer instance"):
+                reader.view(ref)
+            assert reader.copy(new_ref)[0, 0, 0] == 5
+
+
+def test_reader_reattaches_when_the_writer_restarts(ring_name: str) -> None:
+    with fs.FrameReader() as reader:
+        with fs.FrameWriter(ring_name, slot_count=2, max_height=8, max_width=8) as first:
+            assert reader.copy(first.write(_frame(1, (8, 8, 3))))[0, 0, 0] == 1
+        with fs.FrameWriter(ring_name, slot_count=2, max_height=8, max_width=8) as second:
+            assert reader.copy(second.write(_frame(2, (8, 8, 3))))[0, 0, 0] == 2
+        assert reader.stats.reattached == 1
+
+
+def test_second_live_writer_is_refused(ring_name: str) -> None:
+    with fs.FrameWriter(ring_name, slot_count=2, max_height=8, max_width=8):
+        with pytest.raises(fs.FrameStoreError, match="held by a running writer"):
+            fs.FrameWriter(ring_name, slot_count=2, max_height=8, max_width=8)
+
+
+def test_close_unlinks_the_segment(ring_name: str) -> None:
+    writer = fs.FrameWriter(ring_name, slot_count=2, max_height=8, max_width=8)
+    assert (fs.SHM_DIR / ring_name).exists()
+    writer.close()
+    writer.close()  # idempotent
+    assert not (fs.SHM_DIR / ring_name).exists()
+    with pytest.raises(fs.FrameStoreError, match="closed"):
+        writer.write(_frame(1, (8, 8, 3)))
+
+
+def test_ring_header_describes_the_writer(ring_name: str) -> None:
+    with fs.FrameWriter(ring_name, slot_count=5, max_height=10, max_width=10) as writer:
+        writer.write(_frame(1, (10, 10, 3)))
+        writer.write(_frame(2, (10, 10, 3)))
+        header = fs.read_ring_header(ring_name)
+        assert (header.slot_count, header.slot_capacity, header.writer_pid, header.last_seq) == (5, 300, os.getpid(), 2)
+        assert header.epoch == writer.epoch
+        assert fs.ring_size(5, 300) == writer.size
+
+
+def test_foreign_segment_is_not_taken_for_a_ring(ring_name: str) -> None:
+    path = fs.SHM_DIR / ring_name
+    path.write_bytes(b"x" * 4096)
+    with pytest.raises(fs.FrameStoreError, match="not an alpr frame ring"):
+        fs.FrameWriter(ring_name, slot_count=2, max_height=8, max_width=8)
+    assert path.exists(), "a segment we do not recognise is left alone"
+    assert ring_name not in fs.reclaim_stale_segments()
+
+
+def test_checksum_of_view_matches_copy(ring_name: str) -> None:
+    rng = np.random.default_rng(3)
+    frame = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
+    with fs.FrameWriter(ring_name, slot_count=2, max_height=64, max_width=64) as writer, fs.FrameReader() as reader:
+        ref = writer.write(frame)
+        with reader.frame(ref) as pixels:
+            crc = zlib.crc32(pixels.data)
+        assert crc == zlib.crc32(frame.tobytes())
