@@ -73,7 +73,9 @@ def test_reclaim_sweeps_rings_of_dead_writers_only() -> None:
         f"w = FrameWriter({dead!r}, slot_count=2, max_height=8, max_width=8); os.kill(os.getpid(), 9)"
     )
     subprocess.run([sys.executable, "-c", script], check=False)
-    with fs.FrameWriter(fs.segment_name(namespace, "alive"), slot_count=2, max_height=8, max_width=8) as alive:
+    with fs.FrameWriter(
+        fs.segment_name(namespace, "alive"), slot_count=2, max_height=8, max_width=8
+    ) as alive:
         assert _rings(namespace) == sorted([dead, alive.name])
         out = subprocess.run(
             [sys.executable, "-m", "alpr_shared.cli", "shm", "list", "--namespace", namespace],
@@ -96,7 +98,12 @@ def test_ingest_service_killed_and_restarted_leaks_no_shared_memory(tmp_path: Pa
             {
                 "runtime_dir": str(tmp_path / "run"),
                 "log": {"format": "json"},
-                "frame_store": {"namespace": namespace, "max_width": 320, "max_height": 240, "slots_per_camera": 4},
+                "frame_store": {
+                    "namespace": namespace,
+                    "max_width": 320,
+                    "max_height": 240,
+                    "slots_per_camera": 4,
+                },
                 "cameras": [
                     {"id": "a", "source": str(video), "loop": True},
                     {"id": "b", "source": str(video), "loop": True},

@@ -35,7 +35,10 @@ def test_segment_name_is_sanitised() -> None:
 def test_written_frame_reads_back_identical(ring_name: str) -> None:
     rng = np.random.default_rng(1)
     frame = rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)
-    with fs.FrameWriter(ring_name, slot_count=4, max_height=120, max_width=160) as writer, fs.FrameReader() as reader:
+    with (
+        fs.FrameWriter(ring_name, slot_count=4, max_height=120, max_width=160) as writer,
+        fs.FrameReader() as reader,
+    ):
         ref = writer.write(frame)
         assert (ref.segment, ref.seq, ref.shape, ref.dtype) == (ring_name, 1, (120, 160, 3), "uint8")
         np.testing.assert_array_equal(reader.copy(ref), frame)
@@ -46,7 +49,10 @@ def test_written_frame_reads_back_identical(ring_name: str) -> None:
 
 
 def test_grayscale_and_smaller_frames_fit(ring_name: str) -> None:
-    with fs.FrameWriter(ring_name, slot_count=2, max_height=100, max_width=100) as writer, fs.FrameReader() as reader:
+    with (
+        fs.FrameWriter(ring_name, slot_count=2, max_height=100, max_width=100) as writer,
+        fs.FrameReader() as reader,
+    ):
         gray = np.arange(50 * 40, dtype=np.uint8).reshape(50, 40)
         ref = writer.write(gray)
         assert ref.shape == (50, 40, 1)
@@ -54,13 +60,18 @@ def test_grayscale_and_smaller_frames_fit(ring_name: str) -> None:
 
 
 def test_oversized_frame_is_refused_with_the_setting_to_change(ring_name: str) -> None:
-    with fs.FrameWriter(ring_name, slot_count=2, max_height=10, max_width=10) as writer:
-        with pytest.raises(fs.FrameStoreError, match="max_width/max_height"):
-            writer.write(_frame(1, (20, 20, 3)))
+    with (
+        fs.FrameWriter(ring_name, slot_count=2, max_height=10, max_width=10) as writer,
+        pytest.raises(fs.FrameStoreError, match="max_width/max_height"),
+    ):
+        writer.write(_frame(1, (20, 20, 3)))
 
 
 def test_ring_reuse_under_a_slow_reader_is_detected_counted_and_skipped(ring_name: str) -> None:
-    with fs.FrameWriter(ring_name, slot_count=3, max_height=48, max_width=64) as writer, fs.FrameReader() as reader:
+    with (
+        fs.FrameWriter(ring_name, slot_count=3, max_height=48, max_width=64) as writer,
+        fs.FrameReader() as reader,
+    ):
         first = writer.write(_frame(1))
         # The reader is slow: the writer laps the ring before it gets to `first`.
         for i in range(2, 5):
@@ -72,7 +83,10 @@ def test_ring_reuse_under_a_slow_reader_is_detected_counted_and_skipped(ring_nam
 
 
 def test_slot_overwritten_while_reading_is_detected_at_release(ring_name: str) -> None:
-    with fs.FrameWriter(ring_name, slot_count=2, max_height=48, max_width=64) as writer, fs.FrameReader() as reader:
+    with (
+        fs.FrameWriter(ring_name, slot_count=2, max_height=48, max_width=64) as writer,
+        fs.FrameReader() as reader,
+    ):
         ref = writer.write(_frame(10))
         view = reader.view(ref)
         assert view.array[0, 0, 0] == 10
@@ -87,7 +101,10 @@ def test_slot_overwritten_while_reading_is_detected_at_release(ring_name: str) -
 
 
 def test_frame_context_raises_after_a_torn_read(ring_name: str) -> None:
-    with fs.FrameWriter(ring_name, slot_count=2, max_height=48, max_width=64) as writer, fs.FrameReader() as reader:
+    with (
+        fs.FrameWriter(ring_name, slot_count=2, max_height=48, max_width=64) as writer,
+        fs.FrameReader() as reader,
+    ):
         ref = writer.write(_frame(1))
         with pytest.raises(fs.StaleFrameError), reader.frame(ref):
             writer.write(_frame(2))
@@ -100,7 +117,10 @@ def test_concurrent_writer_never_yields_a_torn_copy(ring_name: str) -> None:
     shape = (270, 480, 3)
     stop = threading.Event()
     refs: list[FrameRef] = []
-    with fs.FrameWriter(ring_name, slot_count=2, max_height=270, max_width=480) as writer, fs.FrameReader() as reader:
+    with (
+        fs.FrameWriter(ring_name, slot_count=2, max_height=270, max_width=480) as writer,
+        fs.FrameReader() as reader,
+    ):
 
         def write_forever() -> None:
             i = 0
@@ -155,9 +175,11 @@ def test_reader_reattaches_when_the_writer_restarts(ring_name: str) -> None:
 
 
 def test_second_live_writer_is_refused(ring_name: str) -> None:
-    with fs.FrameWriter(ring_name, slot_count=2, max_height=8, max_width=8):
-        with pytest.raises(fs.FrameStoreError, match="held by a running writer"):
-            fs.FrameWriter(ring_name, slot_count=2, max_height=8, max_width=8)
+    with (
+        fs.FrameWriter(ring_name, slot_count=2, max_height=8, max_width=8),
+        pytest.raises(fs.FrameStoreError, match="held by a running writer"),
+    ):
+        fs.FrameWriter(ring_name, slot_count=2, max_height=8, max_width=8)
 
 
 def test_close_unlinks_the_segment(ring_name: str) -> None:
@@ -175,7 +197,12 @@ def test_ring_header_describes_the_writer(ring_name: str) -> None:
         writer.write(_frame(1, (10, 10, 3)))
         writer.write(_frame(2, (10, 10, 3)))
         header = fs.read_ring_header(ring_name)
-        assert (header.slot_count, header.slot_capacity, header.writer_pid, header.last_seq) == (5, 300, os.getpid(), 2)
+        assert (header.slot_count, header.slot_capacity, header.writer_pid, header.last_seq) == (
+            5,
+            300,
+            os.getpid(),
+            2,
+        )
         assert header.epoch == writer.epoch
         assert fs.ring_size(5, 300) == writer.size
 
@@ -192,7 +219,10 @@ def test_foreign_segment_is_not_taken_for_a_ring(ring_name: str) -> None:
 def test_checksum_of_view_matches_copy(ring_name: str) -> None:
     rng = np.random.default_rng(3)
     frame = rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)
-    with fs.FrameWriter(ring_name, slot_count=2, max_height=64, max_width=64) as writer, fs.FrameReader() as reader:
+    with (
+        fs.FrameWriter(ring_name, slot_count=2, max_height=64, max_width=64) as writer,
+        fs.FrameReader() as reader,
+    ):
         ref = writer.write(frame)
         with reader.frame(ref) as pixels:
             crc = zlib.crc32(pixels.data)

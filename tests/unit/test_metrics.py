@@ -24,10 +24,16 @@ def test_metric_names_follow_the_scheme(service: str, name: str, full: str) -> N
 
 @pytest.mark.parametrize(
     ("service", "name"),
-    [("detect", "Inference_seconds"), ("detect", "inference"), ("detect", "latency_ms"), ("Detect", "x_total"), ("detect", "")],
+    [
+        ("detect", "Inference_seconds"),
+        ("detect", "inference"),
+        ("detect", "latency_ms"),
+        ("Detect", "x_total"),
+        ("detect", ""),
+    ],
 )
 def test_bad_metric_names_are_refused(service: str, name: str) -> None:
-    with pytest.raises(ValueError, match="alpr_<service>_<noun>_<unit>|snake case"):
+    with pytest.raises(ValueError, match=r"alpr_<service>_<noun>_<unit>|snake case"):
         metric_name(service, name)
 
 

@@ -10,18 +10,25 @@ from alpr_shared import schemas as s
 
 
 def _frame_ref() -> s.FrameRef:
-    return s.FrameRef(segment="alpr.default.cam1", epoch=99, slot=3, seq=1234, height=1080, width=1920, channels=3)
+    return s.FrameRef(
+        segment="alpr.default.cam1", epoch=99, slot=3, seq=1234, height=1080, width=1920, channels=3
+    )
 
 
 def _examples() -> list[s.Message]:
     box = s.Box(10, 20, 110, 60)
     return [
-        s.FrameReady(camera_id="cam1", frame=_frame_ref(), captured_at_ns=1, published_at_ns=2, source_pts_s=0.04),
+        s.FrameReady(
+            camera_id="cam1", frame=_frame_ref(), captured_at_ns=1, published_at_ns=2, source_pts_s=0.04
+        ),
         s.FrameDetections(
             camera_id="cam1",
             frame=_frame_ref(),
             captured_at_ns=1,
-            detections=[s.Detection(box=box, score=0.9, label="plate"), s.Detection(box=box, score=0.5, label="car")],
+            detections=[
+                s.Detection(box=box, score=0.9, label="plate"),
+                s.Detection(box=box, score=0.5, label="car"),
+            ],
             backend="onnxruntime-cpu",
             inference_ms=12.5,
         ),
@@ -39,7 +46,13 @@ def _examples() -> list[s.Message]:
             direction="approaching",
         ),
         s.TrackMessage(
-            camera_id="cam1", track_id=7, phase="ended", frame=None, captured_at_ns=9, plate_box=None, plate_score=0.0
+            camera_id="cam1",
+            track_id=7,
+            phase="ended",
+            frame=None,
+            captured_at_ns=9,
+            plate_box=None,
+            plate_score=0.0,
         ),
         s.OcrJob(job_id="j1", camera_id="cam1", track_id=7, crop=b"\x00" * 30, crop_height=2, crop_width=5),
         s.OcrResult(

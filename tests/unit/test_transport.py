@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -70,12 +71,21 @@ def _dropped(metrics: ServiceMetrics, reason: str, socket: str = "events") -> fl
     return value or 0.0
 
 
-async def test_malformed_bytes_on_a_socket_are_counted_and_dropped(zctx: zmq.asyncio.Context, tmp_path: Path) -> None:
+async def test_malformed_bytes_on_a_socket_are_counted_and_dropped(
+    zctx: zmq.asyncio.Context, tmp_path: Path
+) -> None:
     metrics = ServiceMetrics("test")
     tm = TransportMetrics(metrics)
     address = f"ipc://{tmp_path}/events.sock"
     pull: MessageSocket[PlateEvent] = open_socket(
-        zctx, name="events", pattern="pull", spec=address, default_mode="bind", message_type=PlateEvent, hwm=100, metrics=tm
+        zctx,
+        name="events",
+        pattern="pull",
+        spec=address,
+        default_mode="bind",
+        message_type=PlateEvent,
+        hwm=100,
+        metrics=tm,
     )
     raw = zctx.socket(zmq.PUSH)
     raw.connect(address)
@@ -113,7 +123,13 @@ async def test_malformed_bytes_on_a_socket_are_counted_and_dropped(zctx: zmq.asy
 
 async def test_recv_times_out(zctx: zmq.asyncio.Context, tmp_path: Path) -> None:
     async with open_socket(
-        zctx, name="frames", pattern="sub", spec=f"ipc://{tmp_path}/f.sock", default_mode="bind", message_type=FrameReady, hwm=4
+        zctx,
+        name="frames",
+        pattern="sub",
+        spec=f"ipc://{tmp_path}/f.sock",
+        default_mode="bind",
+        message_type=FrameReady,
+        hwm=4,
     ) as sub:
         with pytest.raises(TimeoutError):
             await sub.recv(timeout=0.05)
@@ -123,7 +139,13 @@ async def test_reliable_push_waits_instead_of_dropping(zctx: zmq.asyncio.Context
     """With nobody pulling, a PUSH socket blocks at the HWM and the send times out — nothing is
     silently discarded."""
     push: MessageSocket[FrameReady] = open_socket(
-        zctx, name="detections", pattern="push", spec=f"ipc://{tmp_path}/d.sock", default_mode="bind", message_type=FrameReady, hwm=1
+        zctx,
+        name="detections",
+        pattern="push",
+        spec=f"ipc://{tmp_path}/d.sock",
+        default_mode="bind",
+        message_type=FrameReady,
+        hwm=1,
     )
     try:
         with pytest.raises(TransportError, match="did not accept a message within"):
@@ -137,10 +159,24 @@ async def test_frames_pub_sub_drain_and_shed(zctx: zmq.asyncio.Context, tmp_path
     tm = TransportMetrics(metrics)
     spec = f"ipc://{tmp_path}/frames.sock"
     pub: MessageSocket[FrameReady] = open_socket(
-        zctx, name="frames", pattern="pub", spec=spec, default_mode="bind", message_type=FrameReady, hwm=100, metrics=tm
+        zctx,
+        name="frames",
+        pattern="pub",
+        spec=spec,
+        default_mode="bind",
+        message_type=FrameReady,
+        hwm=100,
+        metrics=tm,
     )
     sub: MessageSocket[FrameReady] = open_socket(
-        zctx, name="frames", pattern="sub", spec=spec, default_mode="connect", message_type=FrameReady, hwm=100, metrics=tm
+        zctx,
+        name="frames",
+        pattern="sub",
+        spec=spec,
+        default_mode="connect",
+        message_type=FrameReady,
+        hwm=100,
+        metrics=tm,
     )
     try:
         # PUB/SUB delivers only once the subscription has propagated: retry the first message until it arrives.
@@ -155,8 +191,6 @@ async def test_frames_pub_sub_drain_and_shed(zctx: zmq.asyncio.Context, tmp_path
         for seq in range(1, 11):
             await pub.send(_frame("a", seq))
         first = await sub.recv(timeout=2)
-        import asyncio
-
         await asyncio.sleep(0.05)
         queued = [first, *sub.drain(100)]
         kept, shed = keep_newest_per_camera(queued)

@@ -80,7 +80,7 @@ def main(argv: Sequence[str]) -> int:
     )
     try:
         time.sleep(0.5)  # let ingest bind before we subscribe: PUB/SUB delivers only to connected peers
-        report = asyncio.run(tap(settings, idle_timeout=3.0 + args.seconds))
+        report = asyncio.run(tap(settings, idle_timeout=3.0))
     finally:
         ingest.send_signal(signal.SIGTERM)
         try:
