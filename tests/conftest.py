@@ -11,13 +11,19 @@ Fixtures:
   one-partition topic, deleted after the test.
 - ``make_postgres_server`` / ``make_kafka_broker`` (function) -> factories of dedicated, started servers
   closed after the test: for outage tests that stop or kill a server, so the shared ones stay untouched.
+
+A SIGTERM to pytest (a cancelled CI job) is turned into a KeyboardInterrupt, so the session ends through
+fixture teardown like Ctrl-C does and no server outlives it. Only SIGKILL can still orphan a server.
 """
 
 from __future__ import annotations
 
+import signal
+import threading
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import ExitStack
-from typing import Any, NoReturn
+from types import FrameType
+from typing import Any
 
 import pytest
 
@@ -29,9 +35,25 @@ from tests.harness import (
     unique_topic_name,
 )
 
+_SIGTERM_BEFORE = pytest.StashKey[Any]()
 
-def _fail_start(what: str, exc: ServerStartError) -> NoReturn:
-    pytest.fail(f"could not start {what} for this test: {exc}", pytrace=False)
+
+def _interrupt_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt(f"received signal {signal.Signals(signum).name}")
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    # Leave alone a handler someone else installed; signals can only be set from the main thread.
+    if threading.current_thread() is threading.main_thread() and signal.getsignal(signal.SIGTERM) in (
+        signal.SIG_DFL,
+        None,
+    ):
+        config.stash[_SIGTERM_BEFORE] = signal.signal(signal.SIGTERM, _interrupt_on_sigterm)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    if _SIGTERM_BEFORE in config.stash:
+        signal.signal(signal.SIGTERM, config.stash[_SIGTERM_BEFORE])
 
 
 def _ensure_running(server: PostgresServer | KafkaBroker, what: str) -> None:
@@ -41,7 +63,11 @@ def _ensure_running(server: PostgresServer | KafkaBroker, what: str) -> None:
     try:
         server.start()
     except ServerStartError as exc:
-        _fail_start(what, exc)
+        reason = str(exc)
+    else:
+        return
+    # Outside the except block, so the report shows the reason once rather than a chained traceback.
+    pytest.fail(f"could not start {what} for this test: {reason}", pytrace=False)
 
 
 @pytest.fixture(scope="session")

@@ -70,7 +70,7 @@ class ServiceContext:
         role: str,
         pattern: Pattern,
         default_mode: Mode,
-        message_type: type[T] | object,
+        message_type: type[T],
         *,
         reliable: bool = False,
     ) -> MessageSocket[T]:

@@ -11,7 +11,7 @@ inside a message; a `FrameRef` names the shared-memory slot that holds them (see
 
 from __future__ import annotations
 
-from typing import Generic, Literal, TypeVar
+from typing import Generic, Literal, TypeVar, overload
 
 import msgspec
 
@@ -216,7 +216,12 @@ class Codec(Generic[T]):
     it never returns a half-valid object. Callers on a socket count and drop, they do not crash.
     """
 
-    def __init__(self, message_type: type[T] | object = Message) -> None:
+    @overload
+    def __init__(self: Codec[Message]) -> None: ...
+    @overload
+    def __init__(self, message_type: type[T]) -> None: ...
+    def __init__(self, message_type: object = Message) -> None:
+        """`Codec()` speaks every message type; `Codec(FrameReady)` only that one."""
         self._encoder = msgspec.msgpack.Encoder()
         self._decoder: msgspec.msgpack.Decoder[T] = msgspec.msgpack.Decoder(message_type)
         self._probe = msgspec.msgpack.Decoder(_VersionProbe)

@@ -5,7 +5,7 @@ depends on pytest (``tests/conftest.py`` builds the fixtures on top). Importing 
 nothing and reads no environment variable.
 """
 
-from tests.harness.errors import ServerError, ServerStartError
+from tests.harness.common import ServerError, ServerStartError, default_base_dir
 from tests.harness.kafka import KafkaBroker, unique_topic_name
 from tests.harness.ports import free_port
 from tests.harness.postgres import PostgresServer, unique_database_name
@@ -15,6 +15,7 @@ __all__ = [
     "PostgresServer",
     "ServerError",
     "ServerStartError",
+    "default_base_dir",
     "free_port",
     "unique_database_name",
     "unique_topic_name",

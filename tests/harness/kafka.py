@@ -14,6 +14,7 @@ when a test needs the data back after a restart.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import shutil
 import signal
@@ -31,14 +32,16 @@ from typing import IO, Self
 import psutil
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from tests.harness.errors import ServerError, ServerStartError, with_log
+from tests.harness.common import ServerError, ServerStartError, default_base_dir, with_log
 from tests.harness.ports import free_port, wait_port_closed
 
 BINARY_ENV = "ALPR_NOIDA_DB"
 STARTUP_TIMEOUT_S = 30.0
 # A clean shutdown writes the snapshot; it takes milliseconds, so this only bounds a hung broker.
 STOP_TIMEOUT_S = 15.0
-# Per-probe socket timeout while waiting for the broker to answer a Metadata request.
+# Per-probe socket timeout while waiting for the broker to answer a Metadata request: starts short (noida
+# answers in about a millisecond, and a short probe notices an early exit sooner), doubles up to the cap.
+PROBE_TIMEOUT_FIRST_S = 0.05
 PROBE_TIMEOUT_S = 1.0
 PROBE_INTERVAL_S = 0.02
 # Fresh ports tried when an automatically chosen port turns out to be taken at bind time.
@@ -130,7 +133,7 @@ class KafkaBroker:
         """Describe a broker; nothing starts until ``start()``.
 
         ``port=None`` picks a free port (and a new one if that is taken by the time the broker binds);
-        ``base_dir`` is where the temporary directory goes (default: the system temp dir).
+        ``base_dir`` is where the temporary directory goes (default: ``default_base_dir()``).
         """
         self._binary = Path(binary) if binary is not None else default_binary()
         self._host = host
@@ -201,7 +204,9 @@ class KafkaBroker:
                 f"Kafka-protocol broker binary not found or not executable: {self._binary}; {_INSTALL_HINT}"
             )
         if self._workdir is None:
-            self._workdir = Path(tempfile.mkdtemp(prefix="alpr-kafka-", dir=self._base_dir))
+            self._workdir = Path(
+                tempfile.mkdtemp(prefix="alpr-kafka-", dir=self._base_dir or default_base_dir())
+            )
             atexit.register(self.close)
         deadline = time.monotonic() + self._startup_timeout
         attempts = 0
@@ -307,17 +312,19 @@ class KafkaBroker:
             log.flush()
             self._proc = self._spawn(log)
         last_error = "no answer yet"
+        probe_timeout = PROBE_TIMEOUT_FIRST_S
         while time.monotonic() < deadline:
             code = self._proc.poll()
             if code is not None:
-                self._reap_group(self._proc, STOP_TIMEOUT_S)
-                self._proc = None
+                proc, self._proc = self._proc, None
+                self._end_group(proc, signal.SIGKILL, STOP_TIMEOUT_S)  # leftovers of the group, if any
                 port_taken = _PORT_IN_USE in self._log_since(log_offset)
                 return (f"broker exited with code {code} before it was ready on {self.bootstrap}", port_taken)
             try:
-                brokers = probe_metadata(self._host, self._port)
+                brokers = probe_metadata(self._host, self._port, timeout=probe_timeout)
             except (OSError, ValueError, struct.error) as exc:
                 last_error = f"{type(exc).__name__}: {exc}"
+                probe_timeout = min(probe_timeout * 2, PROBE_TIMEOUT_S)
                 time.sleep(PROBE_INTERVAL_S)
                 continue
             if (self._host, self._port) not in brokers:
@@ -349,17 +356,24 @@ class KafkaBroker:
         proc = self._proc
         if proc is None:
             raise ServerError(f"{self!r} is not running")
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            pass  # the whole group is gone already; reaping below confirms it
         self._proc = None
-        if not self._reap_group(proc, timeout):
-            os.killpg(proc.pid, signal.SIGKILL)
-            self._reap_group(proc, timeout)
-            raise ServerError(f"broker group {proc.pid} ignored {sig.name} for {timeout} s; killed it")
+        self._end_group(proc, sig, timeout)
         if not wait_port_closed(self._host, self._port, timeout):
             raise ServerError(f"port {self._port} still accepts connections after the broker exited")
+
+    def _end_group(self, proc: subprocess.Popen[bytes], sig: signal.Signals, timeout: float) -> None:
+        """Send ``sig`` to ``proc``'s process group and reap it; escalate to SIGKILL after ``timeout`` s."""
+        # ProcessLookupError: the whole group is gone already; reaping confirms it.
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        if self._reap_group(proc, timeout):
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        survived = "" if self._reap_group(proc, timeout) else " and survived SIGKILL"
+        raise ServerError(
+            f"broker process group {proc.pid} did not exit within {timeout} s of {sig.name}{survived}"
+        )
 
     @staticmethod
     def _reap_group(proc: subprocess.Popen[bytes], timeout: float) -> bool:

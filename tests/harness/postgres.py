@@ -27,7 +27,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from tests.harness.errors import ServerError, ServerStartError, with_log
+from tests.harness.common import ServerError, ServerStartError, default_base_dir, with_log
 from tests.harness.ports import free_port
 
 DEFAULT_BINDIR = Path("/usr/lib/postgresql/15/bin")
@@ -47,7 +47,9 @@ FAST_SETTINGS: Mapping[str, str] = {
     "full_page_writes": "off",
     "synchronous_commit": "off",
 }
-_INSTALL_HINT = "install PostgreSQL 15 with scripts/install-system-deps.sh, or point ALPR_PG_BINDIR at its bin dir"
+_INSTALL_HINT = (
+    "install PostgreSQL 15 with scripts/install-system-deps.sh, or point ALPR_PG_BINDIR at its bin dir"
+)
 _IDENTIFIER = re.compile(r"[a-z_][a-z0-9_]{0,62}")
 _PORT_IN_USE = ("Address already in use", "could not create any TCP/IP sockets")
 
@@ -89,7 +91,7 @@ class PostgresServer:
         """Describe a cluster; nothing starts until ``start()``.
 
         ``port=None`` picks a free port (and a new one if that is taken by the time the server binds);
-        ``base_dir`` is where the temporary directory goes (default: the system temp dir);
+        ``base_dir`` is where the temporary directory goes (default: ``default_base_dir()``);
         ``settings`` are extra ``-c name=value`` server settings, applied after ``FAST_SETTINGS``.
         """
         self._bindir = Path(bindir) if bindir is not None else default_bindir()
@@ -160,7 +162,13 @@ class PostgresServer:
         if self._workdir is None:
             self._workdir = self._make_workdir()
             atexit.register(self.close)
-            self._initdb()
+            try:
+                self._initdb()
+            except BaseException:
+                # A half-initialised data dir would make the next start() fail for the wrong reason.
+                shutil.rmtree(self._workdir, ignore_errors=True)
+                self._workdir = None
+                raise
         self._start_postmaster()
         self._running = True
         self._ever_started = True
@@ -255,7 +263,9 @@ class PostgresServer:
         return os.geteuid() == 0
 
     def _check_installation(self) -> None:
-        missing = [str(self._bindir / b) for b in ("initdb", "pg_ctl", "psql") if not (self._bindir / b).is_file()]
+        missing = [
+            str(self._bindir / b) for b in ("initdb", "pg_ctl", "psql") if not (self._bindir / b).is_file()
+        ]
         if missing:
             raise ServerStartError(f"PostgreSQL binaries not found: {', '.join(missing)}; {_INSTALL_HINT}")
         if self._running_as_root():
@@ -270,7 +280,7 @@ class PostgresServer:
                 ) from None
 
     def _make_workdir(self) -> Path:
-        workdir = Path(tempfile.mkdtemp(prefix="alpr-pg-", dir=self._base_dir))
+        workdir = Path(tempfile.mkdtemp(prefix="alpr-pg-", dir=self._base_dir or default_base_dir()))
         if self._running_as_root():
             owner = pwd.getpwnam(OS_USER_WHEN_ROOT)
             os.chown(workdir, owner.pw_uid, owner.pw_gid)
@@ -407,6 +417,8 @@ class PostgresServer:
             raise ServerError(f"pg_ctl stop -m {mode} hung for {exc.timeout} s on {self!r}") from exc
         if proc.returncode != 0:
             raise ServerError(
-                with_log(f"pg_ctl stop -m {mode} failed (exit {proc.returncode}): {proc.stdout}", self.log_path)
+                with_log(
+                    f"pg_ctl stop -m {mode} failed (exit {proc.returncode}): {proc.stdout}", self.log_path
+                )
             )
         self._running = False

@@ -25,6 +25,24 @@ def _rings(namespace: str) -> list[str]:
     return sorted(p.name for p in fs.SHM_DIR.glob(f"alpr.{namespace}.*"))
 
 
+def _header(name: str) -> fs.RingHeader | None:
+    # A ring being created has no header for a moment (created, then sized, then written): not yet.
+    try:
+        return fs.read_ring_header(name)
+    except (FileNotFoundError, fs.FrameStoreError):
+        return None
+
+
+def _writer_of(name: str) -> int | None:
+    header = _header(name)
+    return None if header is None else header.writer_pid
+
+
+def _last_seq(name: str) -> int:
+    header = _header(name)
+    return 0 if header is None else header.last_seq
+
+
 def _wait_for(predicate, timeout: float = 20.0, what: str = "condition") -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -117,7 +135,7 @@ def test_ingest_service_killed_and_restarted_leaks_no_shared_memory(tmp_path: Pa
     first = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         _wait_for(lambda: _rings(namespace) == expected, what="ingest to create both rings")
-        _wait_for(lambda: fs.read_ring_header(expected[0]).last_seq > 3, what="frames to be written")
+        _wait_for(lambda: _last_seq(expected[0]) > 3, what="frames to be written")
     finally:
         first.send_signal(signal.SIGKILL)
         first.wait()
@@ -126,10 +144,7 @@ def test_ingest_service_killed_and_restarted_leaks_no_shared_memory(tmp_path: Pa
     second = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         _wait_for(
-            lambda: all(
-                (p := fs.SHM_DIR / n).exists() and fs.read_ring_header(p.name).writer_pid == second.pid
-                for n in expected
-            ),
+            lambda: all(_writer_of(n) == second.pid for n in expected),
             what="the restarted ingest to reclaim both rings",
         )
     finally:

@@ -138,7 +138,7 @@ def test_unreadable_and_invalid_files(tmp_path: Path) -> None:
 def test_settings_are_immutable() -> None:
     settings = load_settings()
     with pytest.raises(ValueError, match="frozen"):
-        settings.kafka.bootstrap = "x"  # type: ignore[misc]
+        settings.kafka.bootstrap = "x"
 
 
 def test_partial_service_section_keeps_its_default_port(tmp_path: Path) -> None:

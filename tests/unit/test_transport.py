@@ -109,7 +109,9 @@ async def test_malformed_bytes_on_a_socket_are_counted_and_dropped(
     try:
         await raw.send(b"\x00garbage")
         await raw.send(msgspec.msgpack.encode(wrong_version))
-        await raw.send(codec.encode(_frame("a", 1)))  # a valid message of the wrong type for this socket
+        await raw.send(
+            Codec(FrameReady).encode(_frame("a", 1))
+        )  # a valid message of the wrong type for this socket
         await raw.send(codec.encode(good))
         received = await pull.recv(timeout=5)
     finally:
@@ -122,6 +124,7 @@ async def test_malformed_bytes_on_a_socket_are_counted_and_dropped(
 
 
 async def test_recv_times_out(zctx: zmq.asyncio.Context, tmp_path: Path) -> None:
+    sub: MessageSocket[FrameReady]
     async with open_socket(
         zctx,
         name="frames",
