@@ -50,8 +50,9 @@ def add_common_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-format", choices=["auto", "json", "console"], help="override log.format")
 
 
-def settings_from_args(args: argparse.Namespace, extra: dict[str, Any] | None = None) -> AlprSettings:
-    overrides: dict[str, Any] = dict(extra or {})
+def overrides_from_args(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings that command-line flags override (applied above the file and the environment)."""
+    overrides: dict[str, Any] = {}
     log: dict[str, str] = {}
     if args.log_level:
         log["level"] = args.log_level
@@ -59,7 +60,11 @@ def settings_from_args(args: argparse.Namespace, extra: dict[str, Any] | None = 
         log["format"] = args.log_format
     if log:
         overrides["log"] = log
-    return load_settings(args.config, overrides=overrides)
+    return overrides
+
+
+def settings_from_args(args: argparse.Namespace) -> AlprSettings:
+    return load_settings(args.config, overrides=overrides_from_args(args))
 
 
 def _load_service_main(command: str) -> ServiceMain | None:
@@ -96,7 +101,14 @@ def run_service_command(command: str, argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"alpr {command}: {exc}", file=sys.stderr)
         return EXIT_CONFIG
-    return run_service(command, settings, main, config_path=args.config, metrics_port=args.metrics_port)
+    return run_service(
+        command,
+        settings,
+        main,
+        config_path=args.config,
+        overrides=overrides_from_args(args),
+        metrics_port=args.metrics_port,
+    )
 
 
 def _planned(name: str) -> Callable[[Sequence[str]], int]:

@@ -17,8 +17,10 @@ is refused with a clear error. `reclaim_stale_segments()` sweeps every ring of a
 gone. A restarted writer gets a new `epoch`, so readers holding the old mapping re-attach.
 
 Memory ordering: the sequence word is an aligned 8-byte store, atomic on x86-64 and ARM64. On x86-64 (TSO)
-the pixel stores are visible before the sequence store that follows them; on ARM64 a reader's second
-check is what guarantees correctness (a slot being rewritten reads as `WRITING` or a newer sequence).
+stores become visible in program order, so `WRITING` is seen before any new pixel and the new sequence
+after all of them: the before/after check is sound. On ARM64 (Jetson) stores may be reordered and Python
+has no portable fence, so a torn frame is theoretically possible there within a window of a few
+nanoseconds; closing it needs a compiled fence (tracked in docs/architecture.md, open points).
 
 This module does no networking and no logging: callers count and log what it reports.
 """
@@ -414,32 +416,31 @@ class FrameReader:
 
     def __init__(self) -> None:
         self._rings: dict[str, _AttachedRing] = {}
-        self._attached_before: set[str] = set()
         self.stats = ReaderStats()
 
     def _ring(self, ref: FrameRef) -> _AttachedRing:
-        ring = self._rings.get(ref.segment)
-        if ring is not None and ring.header.epoch == ref.epoch:
-            return ring
-        if ring is not None:
-            # The handle comes from a newer (or older) writer instance than the one we mapped.
-            ring.close()
-            del self._rings[ref.segment]
+        current = self._rings.get(ref.segment)
+        if current is not None and current.header.epoch == ref.epoch:
+            return current
+        # Either our first handle for this ring, or the epochs differ: map what is there now and see
+        # whether the handle belongs to it (the writer restarted) or is a late one from a dead writer.
         try:
-            ring = _AttachedRing(ref.segment)
+            fresh = _AttachedRing(ref.segment)
         except FileNotFoundError as exc:
             raise StaleFrameError(f"ring {ref.segment} no longer exists (its writer stopped)") from exc
-        if ring.header.epoch != ref.epoch:
-            ring.close()
-            raise StaleFrameError(
-                f"ring {ref.segment} belongs to another writer instance (epoch {ring.header.epoch}, "
-                f"handle has {ref.epoch})"
-            )
-        if ref.segment in self._attached_before:
-            self.stats.reattached += 1
-        self._attached_before.add(ref.segment)
-        self._rings[ref.segment] = ring
-        return ring
+        if current is not None and fresh.header.epoch == current.header.epoch:
+            fresh.close()  # our mapping is current; the handle is the stale one
+        elif fresh.header.epoch == ref.epoch:
+            if current is not None:
+                current.close()
+                self.stats.reattached += 1
+            self._rings[ref.segment] = fresh
+            return fresh
+        else:
+            fresh.close()
+        raise StaleFrameError(
+            f"ring {ref.segment} belongs to another writer instance than the handle's (epoch {ref.epoch})"
+        )
 
     def view(self, ref: FrameRef) -> FrameView:
         """A zero-copy view of the frame. Raises `StaleFrameError` if the slot no longer holds it.

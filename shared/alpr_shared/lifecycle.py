@@ -47,6 +47,8 @@ class ServiceContext:
     zmq_context: zmq.asyncio.Context
     stopping: asyncio.Event
     config_path: Path | None = None
+    # CLI overrides, re-applied on every SIGHUP reload so a flag is not lost when the file is re-read.
+    overrides: dict[str, Any] = field(default_factory=dict)
     log: structlog.stdlib.BoundLogger = field(default_factory=get_logger)
     _reload_hooks: list[ReloadHook] = field(default_factory=list)
     _transport_metrics: TransportMetrics | None = None
@@ -104,6 +106,7 @@ def run_service(
     main: ServiceMain,
     *,
     config_path: Path | None = None,
+    overrides: dict[str, Any] | None = None,
     metrics_port: int | None = None,
 ) -> int:
     """Run one service to completion; returns the process exit code."""
@@ -119,7 +122,15 @@ def run_service(
     log.info("service_starting", metrics=f"http://{own.metrics_host}:{port}/metrics")
     try:
         return _run_loop(
-            _supervise(name, settings=settings, main=main, metrics=metrics, own=own, config_path=config_path)
+            _supervise(
+                name,
+                settings=settings,
+                main=main,
+                metrics=metrics,
+                own=own,
+                config_path=config_path,
+                overrides=overrides or {},
+            )
         )
     finally:
         metrics.close()
@@ -142,6 +153,7 @@ async def _supervise(
     metrics: ServiceMetrics,
     own: ServiceSettings,
     config_path: Path | None,
+    overrides: dict[str, Any],
 ) -> int:
     log = get_logger("alpr.lifecycle")
     loop = asyncio.get_running_loop()
@@ -154,6 +166,7 @@ async def _supervise(
         zmq_context=zctx,
         stopping=stopping,
         config_path=config_path,
+        overrides=overrides,
     )
     task = asyncio.create_task(main(ctx), name=f"{name}-main")
     reloads: set[asyncio.Task[None]] = set()
@@ -190,6 +203,10 @@ async def _supervise(
         except asyncio.CancelledError:
             log.warning("service_cancelled")
             return EXIT_FAILED
+        except ConfigError as exc:
+            # Raised by a service that finds its (valid) configuration unusable, e.g. no cameras.
+            log.error("service_config_error", error=str(exc))  # noqa: TRY400 - the message is the story
+            return EXIT_CONFIG
         except Exception:
             log.exception("service_failed")
             return EXIT_FAILED
@@ -209,11 +226,12 @@ async def _reload(ctx: ServiceContext) -> None:
         log.info("reload_ignored", reason="this service has nothing to reload")
         return
     try:
-        new = load_settings(ctx.config_path)
+        new = load_settings(ctx.config_path, overrides=ctx.overrides)
     except ConfigError as exc:
         log.error("reload_rejected", error=str(exc))  # noqa: TRY400 - the message is the whole story
         return
     ctx.settings = new
+    configure_logging(new.log.level, new.log.format, service=ctx.name)
     for hook in ctx._reload_hooks:
         try:
             await hook(new)

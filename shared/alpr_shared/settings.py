@@ -116,6 +116,14 @@ class KafkaSettings(_Section):
     client_id: str = "alpr"
     request_timeout_ms: int = Field(default=30_000, gt=0)
 
+    @model_validator(mode="after")
+    def _idempotence_needs_all_acks(self) -> Self:
+        if self.enable_idempotence and self.acks != "all":
+            raise ValueError(
+                f"enable_idempotence requires acks 'all' (got {self.acks!r}); set both or neither"
+            )
+        return self
+
 
 class DatabaseSettings(_Section):
     url: str = "postgresql://alpr@127.0.0.1:5432/alpr"

@@ -147,21 +147,34 @@ class MessageSocket(Generic[T]):
         """Send one message. Reliable sockets wait while the peer is at its HWM (up to `timeout`, then
         `TransportError`); best-effort ones never wait."""
         data = self._codec.encode(message)
-        if self.reliable or self.pattern == "push":
-            try:
+        try:
+            if self.pattern == "push":
                 await asyncio.wait_for(self.socket.send(data, copy=False), timeout)
-            except TimeoutError as exc:
-                raise TransportError(
-                    f"{self.name}: peer did not accept a message within {timeout}s (HWM reached)"
-                ) from exc
-        else:
+            elif self.reliable:
+                await asyncio.wait_for(self._send_nodrop(data), timeout)
+            else:
+                # PUB at its HWM drops inside ZeroMQ without telling us; subscribers see the gap
+                # (`FrameSubscription` counts it).
+                await self.socket.send(data, flags=zmq.NOBLOCK, copy=False)
+        except TimeoutError as exc:
+            raise TransportError(
+                f"{self.name}: peer did not accept a message within {timeout}s (HWM reached)"
+            ) from exc
+        if self._metrics is not None:
+            self._metrics.sent.labels(self.name).inc()
+
+    async def _send_nodrop(self, data: bytes) -> None:
+        # A PUB with XPUB_NODROP reports itself always writable and raises EAGAIN at the HWM instead of
+        # dropping, so there is no readiness to await: retry with a short, growing pause.
+        pause = 0.0005
+        while True:
             try:
                 await self.socket.send(data, flags=zmq.NOBLOCK, copy=False)
             except zmq.Again:
-                self._count_drop("overload")
+                await asyncio.sleep(pause)
+                pause = min(pause * 2, 0.05)
+            else:
                 return
-        if self._metrics is not None:
-            self._metrics.sent.labels(self.name).inc()
 
     # --- receiving ------------------------------------------------------------------------------------
 
@@ -253,6 +266,43 @@ def keep_newest_per_camera(
     kept = [f for f in order if id(f) in kept_ids]
     shed = [f for f in order if id(f) not in kept_ids]
     return kept, shed
+
+
+class FrameSubscription:
+    """The receiving half of the live-video policy, as detect (and `alpr tap`) use it.
+
+    `next_batch()` waits for a frame, takes whatever else is already queued, keeps the newest
+    `per_camera` frames of each camera and counts the rest as shed. It also counts frames that never
+    arrived (ZeroMQ dropped them at the publisher's HWM, or we joined late) from gaps in each ring's
+    sequence numbers, so every lost frame shows up in `messages_dropped_total`.
+    """
+
+    def __init__(
+        self, socket: MessageSocket[FrameReady], *, per_camera: int = 1, drain_limit: int = 256
+    ) -> None:
+        self.socket = socket
+        self.per_camera = per_camera
+        self.drain_limit = drain_limit
+        self._last: dict[tuple[str, int], int] = {}
+        self.shed = 0
+        self.missing = 0
+
+    async def next_batch(self, timeout: float | None = None) -> list[FrameReady]:
+        first = await self.socket.recv(timeout=timeout)
+        queued = [first, *self.socket.drain(self.drain_limit)]
+        for message in queued:
+            key = (message.frame.segment, message.frame.epoch)
+            previous = self._last.get(key)
+            if previous is not None and message.frame.seq > previous + 1:
+                gap = message.frame.seq - previous - 1
+                self.missing += gap
+                self.socket._count_drop("gap", gap)
+            if previous is None or message.frame.seq > previous:
+                self._last[key] = message.frame.seq
+        kept, shed = keep_newest_per_camera(queued, self.per_camera)
+        self.shed += len(shed)
+        self.socket.count_shed(len(shed))
+        return kept
 
 
 def open_socket(

@@ -227,3 +227,16 @@ def test_checksum_of_view_matches_copy(ring_name: str) -> None:
         with reader.frame(ref) as pixels:
             crc = zlib.crc32(pixels.data)
         assert crc == zlib.crc32(frame.tobytes())
+
+
+def test_late_handle_from_a_dead_writer_does_not_unmap_the_current_ring(ring_name: str) -> None:
+    with fs.FrameReader() as reader:
+        with fs.FrameWriter(ring_name, slot_count=2, max_height=8, max_width=8) as old:
+            old_ref = old.write(_frame(1, (8, 8, 3)))
+        with fs.FrameWriter(ring_name, slot_count=2, max_height=8, max_width=8) as new:
+            new_ref = new.write(_frame(2, (8, 8, 3)))
+            assert reader.copy(new_ref)[0, 0, 0] == 2
+            with pytest.raises(fs.StaleFrameError, match="another writer instance"):
+                reader.view(old_ref)  # arrives late, after the restarted writer's first frame
+            assert reader.copy(new.write(_frame(3, (8, 8, 3))))[0, 0, 0] == 3
+        assert reader.stats.reattached == 0

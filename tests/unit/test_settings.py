@@ -145,3 +145,10 @@ def test_partial_service_section_keeps_its_default_port(tmp_path: Path) -> None:
     settings = load_settings(_write(tmp_path, "services:\n  detect: {shutdown_timeout_s: 3}\n"))
     assert settings.services.detect.metrics_port == 9102
     assert settings.services.detect.shutdown_timeout_s == 3
+
+
+def test_idempotent_producer_requires_acks_all(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="enable_idempotence requires acks 'all'"):
+        load_settings(_write(tmp_path, "kafka: {acks: '1'}\n"))
+    settings = load_settings(_write(tmp_path, "kafka: {acks: '1', enable_idempotence: false}\n"))
+    assert settings.kafka.acks == "1"

@@ -15,6 +15,7 @@ from alpr_shared.metrics import ServiceMetrics
 from alpr_shared.schemas import SCHEMA_VERSION, Codec, FrameReady, FrameRef, PlateEvent
 from alpr_shared.transport import (
     Endpoint,
+    FrameSubscription,
     MessageSocket,
     TransportError,
     TransportMetrics,
@@ -159,38 +160,8 @@ async def test_reliable_push_waits_instead_of_dropping(zctx: zmq.asyncio.Context
 
 async def test_frames_pub_sub_drain_and_shed(zctx: zmq.asyncio.Context, tmp_path: Path) -> None:
     metrics = ServiceMetrics("test")
-    tm = TransportMetrics(metrics)
-    spec = f"ipc://{tmp_path}/frames.sock"
-    pub: MessageSocket[FrameReady] = open_socket(
-        zctx,
-        name="frames",
-        pattern="pub",
-        spec=spec,
-        default_mode="bind",
-        message_type=FrameReady,
-        hwm=100,
-        metrics=tm,
-    )
-    sub: MessageSocket[FrameReady] = open_socket(
-        zctx,
-        name="frames",
-        pattern="sub",
-        spec=spec,
-        default_mode="connect",
-        message_type=FrameReady,
-        hwm=100,
-        metrics=tm,
-    )
+    pub, sub = await _connected_pair(zctx, f"ipc://{tmp_path}/frames.sock", metrics=TransportMetrics(metrics))
     try:
-        # PUB/SUB delivers only once the subscription has propagated: retry the first message until it arrives.
-        for _ in range(100):
-            await pub.send(_frame("warmup", 0))
-            try:
-                await sub.recv(timeout=0.05)
-                break
-            except TimeoutError:
-                continue
-        sub.drain(1000)
         for seq in range(1, 11):
             await pub.send(_frame("a", seq))
         first = await sub.recv(timeout=2)
@@ -204,3 +175,85 @@ async def test_frames_pub_sub_drain_and_shed(zctx: zmq.asyncio.Context, tmp_path
     assert [f.frame.seq for f in kept] == [10]
     assert len(shed) == 9
     assert _dropped(metrics, "shed", "frames") == 9
+
+
+async def _connected_pair(
+    zctx: zmq.asyncio.Context,
+    spec: str,
+    *,
+    reliable: bool = False,
+    hwm: int = 100,
+    metrics: TransportMetrics | None = None,
+) -> tuple[MessageSocket[FrameReady], MessageSocket[FrameReady]]:
+    pub: MessageSocket[FrameReady] = open_socket(
+        zctx,
+        name="frames",
+        pattern="pub",
+        spec=spec,
+        default_mode="bind",
+        message_type=FrameReady,
+        hwm=hwm,
+        metrics=metrics,
+        reliable=reliable,
+    )
+    sub: MessageSocket[FrameReady] = open_socket(
+        zctx,
+        name="frames",
+        pattern="sub",
+        spec=spec,
+        default_mode="connect",
+        message_type=FrameReady,
+        hwm=hwm,
+        metrics=metrics,
+    )
+    for _ in range(100):  # wait until the subscription has reached the publisher
+        await pub.send(_frame("warmup", 0))
+        try:
+            await sub.recv(timeout=0.05)
+            break
+        except TimeoutError:
+            continue
+    await asyncio.sleep(0.05)
+    sub.drain(1000)
+    return pub, sub
+
+
+async def test_reliable_pub_waits_at_the_hwm_and_loses_nothing(
+    zctx: zmq.asyncio.Context, tmp_path: Path
+) -> None:
+    pub, sub = await _connected_pair(zctx, f"ipc://{tmp_path}/t.sock", reliable=True, hwm=2)
+    received: list[int] = []
+    try:
+        # Far more than both HWMs and the kernel buffers hold: the sender must wait for the reader.
+        async def produce() -> None:
+            for seq in range(1, 3001):
+                await pub.send(_frame("a", seq), timeout=10)
+
+        producer = asyncio.create_task(produce())
+        while len(received) < 3000:
+            received.append((await sub.recv(timeout=10)).frame.seq)
+        await producer
+    finally:
+        pub.close()
+        sub.close()
+    assert received == list(range(1, 3001))
+
+
+async def test_frame_subscription_counts_gaps_and_shed_frames(
+    zctx: zmq.asyncio.Context, tmp_path: Path
+) -> None:
+    metrics = ServiceMetrics("test")
+    pub, sub = await _connected_pair(zctx, f"ipc://{tmp_path}/f.sock", metrics=TransportMetrics(metrics))
+    subscription = FrameSubscription(sub)
+    try:
+        for seq in (1, 2, 5, 6, 7):  # 3 and 4 never sent: a gap like a drop at the publisher's HWM
+            await pub.send(_frame("a", seq))
+        await asyncio.sleep(0.1)
+        batch = await subscription.next_batch(timeout=2)
+    finally:
+        pub.close()
+        sub.close()
+    assert [f.frame.seq for f in batch] == [7]
+    assert (subscription.missing, subscription.shed) == (2, 4)
+    assert _dropped(metrics, "gap", "frames") == 2
+    assert _dropped(metrics, "shed", "frames") == 4

@@ -24,7 +24,7 @@ from alpr_shared.framestore import FrameStoreError, FrameWriter, reclaim_stale_s
 from alpr_shared.lifecycle import ServiceContext
 from alpr_shared.logging import get_logger, redact_url
 from alpr_shared.schemas import FrameReady, FrameRef
-from alpr_shared.settings import CameraSettings, FrameStoreSettings
+from alpr_shared.settings import CameraSettings, ConfigError, FrameStoreSettings
 from alpr_shared.transport import MessageSocket
 
 log = get_logger(__name__)
@@ -158,7 +158,7 @@ async def service_main(ctx: ServiceContext) -> None:
     settings = ctx.settings
     cameras = [c for c in settings.cameras if c.enabled]
     if not cameras:
-        raise SourceError("no enabled cameras in the configuration (cameras: [...])")
+        raise ConfigError("no enabled cameras in the configuration: add at least one under `cameras:`")
     reclaimed = reclaim_stale_segments(settings.frame_store.namespace)
     if reclaimed:
         log.warning("stale_rings_reclaimed", segments=reclaimed)

@@ -21,7 +21,7 @@ from alpr_shared.cli import add_common_options, settings_from_args
 from alpr_shared.framestore import FrameReader, FrameStoreError, StaleFrameError
 from alpr_shared.schemas import FrameReady
 from alpr_shared.settings import AlprSettings, ConfigError
-from alpr_shared.transport import MessageSocket, keep_newest_per_camera, open_socket
+from alpr_shared.transport import FrameSubscription, MessageSocket, open_socket
 
 
 @dataclass
@@ -57,7 +57,6 @@ async def tap(
 ) -> TapReport:
     """Consume frames until `max_frames`, `seconds`, or `idle_timeout` without a frame."""
     report = TapReport()
-    last_seq: dict[str, int] = {}
     context = zmq.asyncio.Context()
     sub: MessageSocket[FrameReady] = open_socket(
         context,
@@ -68,6 +67,7 @@ async def tap(
         message_type=FrameReady,
         hwm=settings.endpoints.frames_hwm,
     )
+    frames = FrameSubscription(sub)
     reader = FrameReader()
     started = time.monotonic()
     next_print = started + 1.0
@@ -76,17 +76,12 @@ async def tap(
             if seconds is not None and time.monotonic() - started >= seconds:
                 break
             try:
-                first = await sub.recv(timeout=idle_timeout)
+                batch = await frames.next_batch(timeout=idle_timeout)
             except TimeoutError:
                 break
-            kept, shed = keep_newest_per_camera([first, *sub.drain(64)])
-            report.shed += len(shed)
-            for msg in kept:
+            report.shed, report.missing = frames.shed, frames.missing
+            for msg in batch:
                 latency_ms = (time.monotonic_ns() - msg.published_at_ns) / 1e6
-                previous = last_seq.get(msg.frame.segment)
-                if previous is not None and msg.frame.seq > previous + 1:
-                    report.missing += msg.frame.seq - previous - 1
-                last_seq[msg.frame.segment] = msg.frame.seq
                 try:
                     with reader.frame(msg.frame) as pixels:
                         crc = zlib.crc32(pixels.data)
