@@ -5,8 +5,9 @@ role has a documented default direction (docs/architecture.md); a `bind:` or `co
 
 Slow-consumer policy (the two kinds of traffic behave differently on purpose):
 - Live video (`FrameReady`): PUB/SUB with a small high-water mark. A slow subscriber never stalls ingest:
-  ZeroMQ drops at the HWM, and the subscriber drains its queue and keeps only the newest frame(s) per
-  camera (`keep_newest_per_camera`), so the oldest frames are the ones dropped. Every drop is counted.
+  ZeroMQ drops at the HWM (silently, on the publisher's side), and the subscriber (`FrameSubscription`)
+  drains its queue and keeps only the newest frame(s) per camera, so the oldest frames are the ones
+  dropped. It counts both: frames it sheds, and frames that never arrived (gaps in the ring sequence).
 - Everything after detection (detections, tracks, OCR jobs/results): never dropped. PUSH/PULL, or PUB with
   `ZMQ_XPUB_NODROP` for fan-out, and a sender that *waits* when the HWM is reached (backpressure that
   propagates upstream, where frames are the ones shed).
@@ -80,7 +81,7 @@ class TransportMetrics:
         )
         self.dropped = metrics.counter(
             "messages_dropped_total",
-            "Messages dropped: malformed, from another schema version, or shed by the slow-consumer policy",
+            "Messages dropped: malformed, another schema version, shed by the slow-consumer policy, or lost upstream (gap)",
             ["socket", "reason"],
         )
 
