@@ -151,8 +151,7 @@ class CharCandidate(msgspec.Struct, frozen=True, array_like=True):
 
 
 class OcrResult(_Message, frozen=True, tag="ocr_result"):
-    """ocr worker → coordinator → events: the text read from one crop, with per-character alternatives
-    for format-guided correction."""
+    """ocr worker → ocr coordinator: the text read from one crop, with per-character alternatives."""
 
     job_id: str
     camera_id: str
@@ -163,6 +162,33 @@ class OcrResult(_Message, frozen=True, tag="ocr_result"):
     alternatives: list[list[CharCandidate]] = msgspec.field(default_factory=list)
     worker_id: str = ""
     latency_ms: float = 0.0
+
+
+class PlateRead(_Message, frozen=True, tag="plate_read"):
+    """ocr coordinator → events: the current best read of one plate track, with what events needs to
+    build the event (track metadata, best-shot crop). Sent when a read improves and once more, with
+    `final=True`, when the track ended; events never needs the track messages themselves."""
+
+    camera_id: str
+    track_id: int
+    final: bool
+    text: str
+    confidence: float
+    # One list per character position, best first: input to format-guided correction.
+    alternatives: list[list[CharCandidate]] = msgspec.field(default_factory=list)
+    reads: int = 1  # OCR reads of this track so far
+    first_seen_ns: int = 0  # wall clock, UTC
+    last_seen_ns: int = 0
+    best_shot_ns: int = 0  # capture time of the crop the text came from
+    plate_box: Box | None = None
+    plate_jpeg: bytes | None = None  # small JPEG of the best-shot plate crop
+    vehicle_track_id: int | None = None
+    vehicle_class: ObjectClass | None = None
+    vehicle_box: Box | None = None
+    vehicle_jpeg: bytes | None = None  # size-capped JPEG of the vehicle crop, where configured
+    direction: str | None = None
+    stationary: bool = False
+    crossed_line: bool = False
 
 
 # --- events (the only messages that leave the edge) ---------------------------------------------------
@@ -189,7 +215,7 @@ class PlateEvent(_Message, frozen=True, tag="plate_event"):
     plate_jpeg: bytes | None = None
 
 
-Message = FrameReady | FrameDetections | TrackMessage | OcrJob | OcrResult | PlateEvent
+Message = FrameReady | FrameDetections | TrackMessage | OcrJob | OcrResult | PlateRead | PlateEvent
 
 MESSAGE_TYPES: tuple[type[_Message], ...] = (
     FrameReady,
@@ -197,6 +223,7 @@ MESSAGE_TYPES: tuple[type[_Message], ...] = (
     TrackMessage,
     OcrJob,
     OcrResult,
+    PlateRead,
     PlateEvent,
 )
 
@@ -209,22 +236,35 @@ class _VersionProbe(msgspec.Struct, forbid_unknown_fields=False):
 T = TypeVar("T", bound=_Message)
 
 
-class Codec(Generic[T]):
-    """Encodes and decodes messages of the types a socket carries.
+Wire = Literal["msgpack", "json"]
 
-    `decode` raises `SchemaError` (or its `SchemaVersionError`) with a message that says what was wrong;
-    it never returns a half-valid object. Callers on a socket count and drop, they do not crash.
+
+class Codec(Generic[T]):
+    """Encodes and decodes messages of the types a socket or topic carries.
+
+    msgpack on the edge's ZeroMQ sockets; JSON (`wire="json"`) on Kafka, where other consumers and
+    humans read the events. `decode` raises `SchemaError` (or its `SchemaVersionError`) with a message
+    that says what was wrong; it never returns a half-valid object. Callers count and drop, never crash.
     """
 
     @overload
-    def __init__(self: Codec[Message]) -> None: ...
+    def __init__(self: Codec[Message], *, wire: Wire = "msgpack") -> None: ...
     @overload
-    def __init__(self, message_type: type[T]) -> None: ...
-    def __init__(self, message_type: object = Message) -> None:
+    def __init__(self, message_type: type[T], *, wire: Wire = "msgpack") -> None: ...
+    def __init__(self, message_type: object = Message, *, wire: Wire = "msgpack") -> None:
         """`Codec()` speaks every message type; `Codec(FrameReady)` only that one."""
-        self._encoder = msgspec.msgpack.Encoder()
-        self._decoder: msgspec.msgpack.Decoder[T] = msgspec.msgpack.Decoder(message_type)
-        self._probe = msgspec.msgpack.Decoder(_VersionProbe)
+        self.wire = wire
+        self._encoder: msgspec.msgpack.Encoder | msgspec.json.Encoder
+        self._decoder: msgspec.msgpack.Decoder[T] | msgspec.json.Decoder[T]
+        self._probe: msgspec.msgpack.Decoder[_VersionProbe] | msgspec.json.Decoder[_VersionProbe]
+        if wire == "json":
+            self._encoder = msgspec.json.Encoder()
+            self._decoder = msgspec.json.Decoder(message_type)
+            self._probe = msgspec.json.Decoder(_VersionProbe)
+        else:
+            self._encoder = msgspec.msgpack.Encoder()
+            self._decoder = msgspec.msgpack.Decoder(message_type)
+            self._probe = msgspec.msgpack.Decoder(_VersionProbe)
 
     def encode(self, message: T) -> bytes:
         return self._encoder.encode(message)

@@ -99,7 +99,7 @@ class EndpointSettings(_Section):
     detections: str = "ipc://{runtime_dir}/detections.sock"
     tracks: str = "ipc://{runtime_dir}/tracks.sock"
     ocr_jobs: str = "ipc://{runtime_dir}/ocr-jobs.sock"
-    ocr_results: str = "ipc://{runtime_dir}/ocr-results.sock"
+    plate_reads: str = "ipc://{runtime_dir}/plate-reads.sock"
     # Slow-consumer policy: frames are live video (drop oldest); everything after detect is never dropped.
     frames_hwm: int = Field(default=8, ge=1)
     messages_hwm: int = Field(default=10_000, ge=1)

@@ -3,6 +3,8 @@ with an error that says which."""
 
 from __future__ import annotations
 
+import json
+
 import msgspec
 import pytest
 
@@ -63,6 +65,20 @@ def _examples() -> list[s.Message]:
             confidence=0.93,
             alternatives=[[s.CharCandidate("A", 0.9), s.CharCandidate("4", 0.05)]],
         ),
+        s.PlateRead(
+            camera_id="cam1",
+            track_id=7,
+            final=True,
+            text="ABC123",
+            confidence=0.91,
+            alternatives=[[s.CharCandidate("A", 0.9)]],
+            reads=3,
+            first_seen_ns=1,
+            last_seen_ns=2,
+            plate_box=box,
+            plate_jpeg=b"\xff\xd8",
+            vehicle_class="car",
+        ),
         s.PlateEvent(
             event_id="e1",
             revision=2,
@@ -81,10 +97,24 @@ def _examples() -> list[s.Message]:
     ]
 
 
+@pytest.mark.parametrize("wire", ["msgpack", "json"])
 @pytest.mark.parametrize("message", _examples(), ids=lambda m: type(m).__name__)
-def test_round_trip(message: s.Message) -> None:
-    codec: s.Codec[s.Message] = s.Codec()
+def test_round_trip(message: s.Message, wire: s.Wire) -> None:
+    codec: s.Codec[s.Message] = s.Codec(wire=wire)
     assert codec.decode(codec.encode(message)) == message
+
+
+def test_json_wire_is_readable_json() -> None:
+    event = _examples()[-1]
+    decoded = json.loads(s.Codec(wire="json").encode(event))
+    assert decoded["type"] == "plate_event"
+    assert decoded["schema_version"] == s.SCHEMA_VERSION
+    assert decoded["plate"] == "ABC123"
+
+
+def test_json_version_mismatch_is_rejected() -> None:
+    with pytest.raises(s.SchemaVersionError, match="plate_event has schema_version 9"):
+        s.Codec(s.PlateEvent, wire="json").decode(b'{"type": "plate_event", "schema_version": 9}')
 
 
 def test_every_message_type_is_covered_by_the_examples() -> None:
