@@ -153,8 +153,11 @@ def ring_size(slot_count: int, slot_capacity: int) -> int:
     return data_offset + slot_count * _align(slot_capacity)
 
 
-def _open_segment(name: str, *, create: bool, size: int = 0) -> mmap.mmap:
-    flags = os.O_RDWR | (os.O_CREAT | os.O_EXCL if create else 0)
+def _open_segment(name: str, *, create: bool, size: int = 0, writable: bool = True) -> mmap.mmap:
+    if create:
+        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL
+    else:
+        flags = os.O_RDWR if writable else os.O_RDONLY
     fd = _posixshmem.shm_open("/" + name, flags, mode=0o600)
     try:
         if create:
@@ -163,7 +166,8 @@ def _open_segment(name: str, *, create: bool, size: int = 0) -> mmap.mmap:
             size = os.fstat(fd).st_size
             if size == 0:
                 raise FrameStoreError(f"segment {name} is empty (its writer has not initialised it yet)")
-        return mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
+        return mmap.mmap(fd, size, mmap.MAP_SHARED, prot)
     finally:
         os.close(fd)
 
@@ -228,6 +232,7 @@ class FrameWriter:
         self.reclaimed_stale = self._reclaim_if_stale()
         self._mm: mmap.mmap | None = _open_segment(name, create=True, size=self.size)
         self._seq = 0
+        self._reserved: tuple[int, int, int, int, int, str] | None = None
         pid = os.getpid()
         start = _process_start_time(pid) or time.time()
         self._header = RingHeader(
@@ -292,40 +297,60 @@ class FrameWriter:
 
     def write(self, frame: npt.NDArray[np.generic], captured_at_ns: int | None = None) -> FrameRef:
         """Copy one frame into the next slot (the only copy of its pixels) and return its handle."""
+        if frame.ndim == 2:
+            frame = frame[:, :, None]
+        dest = self.reserve(frame.shape, frame.dtype.name)
+        try:
+            np.copyto(dest, frame, casting="no")
+        except BaseException:
+            self.abort()
+            raise
+        return self.commit(captured_at_ns)
+
+    def reserve(self, shape: tuple[int, ...], dtype: str = "uint8") -> npt.NDArray[np.generic]:
+        """Claim the next slot and return a writable view of it, for a decoder to write into directly
+        (no intermediate buffer). The slot reads as `WRITING` until `commit()` publishes it, or
+        `abort()` gives it up; readers holding a handle to the frame it held before see it as stale."""
         mm = self._mm
         if mm is None:
             raise FrameStoreError(f"ring {self.name} is closed")
-        if frame.ndim == 2:
-            frame = frame[:, :, None]
-        if frame.ndim != 3:
-            raise FrameStoreError(f"frame must be HxW or HxWxC, got shape {frame.shape}")
-        if frame.dtype.name not in _DTYPES:
-            raise FrameStoreError(f"unsupported dtype {frame.dtype.name!r}")
-        nbytes = frame.nbytes
+        if self._reserved is not None:
+            raise FrameStoreError(f"ring {self.name}: commit() or abort() the reserved slot first")
+        if len(shape) == 2:
+            shape = (*shape, 1)
+        if len(shape) != 3:
+            raise FrameStoreError(f"frame must be HxW or HxWxC, got shape {shape}")
+        if dtype not in _DTYPES:
+            raise FrameStoreError(f"unsupported dtype {dtype!r}")
+        height, width, channels = (int(n) for n in shape)
+        nbytes = height * width * channels * np.dtype(dtype).itemsize
         if nbytes > self.slot_capacity:
             raise FrameStoreError(
-                f"frame {frame.shape} {frame.dtype.name} ({nbytes} bytes) exceeds the ring's slot capacity "
+                f"frame {shape} {dtype} ({nbytes} bytes) exceeds the ring's slot capacity "
                 f"({self.slot_capacity} bytes); raise frame_store.max_width/max_height"
             )
         seq = self._seq + 1
         slot = seq % self.slot_count
-        height, width, channels = frame.shape
         self._seq_words[slot] = WRITING
-        offset = self._header.slot_data_offset(slot)
-        dest = np.ndarray(frame.shape, dtype=frame.dtype, buffer=mm, offset=offset)
-        np.copyto(dest, frame, casting="no")
+        view: npt.NDArray[np.generic] = np.ndarray(
+            (height, width, channels), dtype=dtype, buffer=mm, offset=self._header.slot_data_offset(slot)
+        )
+        self._reserved = (seq, slot, height, width, channels, dtype)
+        return view
+
+    def commit(self, captured_at_ns: int | None = None) -> FrameRef:
+        """Publish the reserved slot and return the frame's handle."""
+        mm = self._mm
+        if mm is None or self._reserved is None:
+            raise FrameStoreError(f"ring {self.name}: nothing reserved to commit")
+        seq, slot, height, width, channels, dtype = self._reserved
         ts = time.time_ns() if captured_at_ns is None else captured_at_ns
         _SLOT_META.pack_into(
-            mm,
-            self._header.slot_header_offset(slot) + 8,
-            ts,
-            height,
-            width,
-            channels,
-            _DTYPES[frame.dtype.name],
+            mm, self._header.slot_header_offset(slot) + 8, ts, height, width, channels, _DTYPES[dtype]
         )
         self._seq_words[slot] = seq  # publish: from here on readers may use the slot
         self._seq = seq
+        self._reserved = None
         struct.pack_into("<Q", mm, _HEADER.size - 8, seq)
         return FrameRef(
             segment=self.name,
@@ -335,8 +360,16 @@ class FrameWriter:
             height=height,
             width=width,
             channels=channels,
-            dtype=frame.dtype.name,
+            dtype=dtype,
         )
+
+    def abort(self) -> None:
+        """Give up a reserved slot (e.g. the decoder failed half-way): it holds no frame any more."""
+        if self._reserved is None:
+            return
+        _, slot, *_ = self._reserved
+        self._seq_words[slot] = EMPTY
+        self._reserved = None
 
     def close(self) -> None:
         """Unmap and unlink the segment. Readers that still map it keep their mapping until they close."""
@@ -375,7 +408,8 @@ class FrameView:
 class _AttachedRing:
     def __init__(self, name: str) -> None:
         self.name = name
-        self.mm = _open_segment(name, create=False)
+        # Readers map the ring read-only: a bug in a consumer cannot corrupt another stage's frames.
+        self.mm = _open_segment(name, create=False, writable=False)
         self.header = _read_header(self.mm, name)
         self.seq_words = np.ndarray(
             (self.header.slot_count,),
@@ -461,7 +495,6 @@ class FrameReader:
         array: npt.NDArray[np.generic] = np.ndarray(
             ref.shape, dtype=dtype, buffer=ring.mm, offset=header.slot_data_offset(ref.slot)
         )
-        array.flags.writeable = False
         return FrameView(ref, array, ring)
 
     def release(self, view: FrameView) -> None:
@@ -506,7 +539,7 @@ class FrameReader:
 
 def read_ring_header(name: str) -> RingHeader:
     """The header of a ring (for status tools and tests)."""
-    mm = _open_segment(name, create=False)
+    mm = _open_segment(name, create=False, writable=False)
     try:
         return _read_header(mm, name)
     finally:

@@ -240,3 +240,38 @@ def test_late_handle_from_a_dead_writer_does_not_unmap_the_current_ring(ring_nam
                 reader.view(old_ref)  # arrives late, after the restarted writer's first frame
             assert reader.copy(new.write(_frame(3, (8, 8, 3))))[0, 0, 0] == 3
         assert reader.stats.reattached == 0
+
+
+def test_decoder_writes_straight_into_a_reserved_slot(ring_name: str) -> None:
+    with (
+        fs.FrameWriter(ring_name, slot_count=2, max_height=8, max_width=8) as writer,
+        fs.FrameReader() as reader,
+    ):
+        old = writer.write(_frame(1, (8, 8, 3)))
+        old_again = writer.write(_frame(2, (8, 8, 3)))
+        slot = writer.reserve((8, 8, 3))
+        with pytest.raises(fs.StaleFrameError):
+            reader.view(old)  # the reserved slot already reads as being written
+        with pytest.raises(fs.FrameStoreError, match="reserved slot first"):
+            writer.reserve((8, 8, 3))
+        slot[:] = 7  # the "decoder" fills it in place
+        ref = writer.commit(captured_at_ns=123)
+        assert ref.seq == 3
+        assert reader.copy(ref)[0, 0, 0] == 7
+        assert reader.copy(old_again)[0, 0, 0] == 2
+
+
+def test_aborted_reservation_publishes_nothing(ring_name: str) -> None:
+    with (
+        fs.FrameWriter(ring_name, slot_count=2, max_height=8, max_width=8) as writer,
+        fs.FrameReader() as reader,
+    ):
+        first = writer.write(_frame(1, (8, 8, 3)))
+        writer.write(_frame(2, (8, 8, 3)))
+        writer.reserve((8, 8, 3))
+        writer.abort()
+        with pytest.raises(fs.StaleFrameError):
+            reader.view(first)  # its slot was given up, not restored
+        with pytest.raises(fs.FrameStoreError, match="nothing reserved"):
+            writer.commit()
+        assert reader.copy(writer.write(_frame(4, (8, 8, 3))))[0, 0, 0] == 4
