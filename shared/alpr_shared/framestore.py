@@ -156,8 +156,10 @@ def ring_size(slot_count: int, slot_capacity: int) -> int:
 def _open_segment(name: str, *, create: bool, size: int = 0, writable: bool = True) -> mmap.mmap:
     if create:
         flags = os.O_RDWR | os.O_CREAT | os.O_EXCL
+    elif writable:
+        flags = os.O_RDWR
     else:
-        flags = os.O_RDWR if writable else os.O_RDONLY
+        flags = os.O_RDONLY
     fd = _posixshmem.shm_open("/" + name, flags, mode=0o600)
     try:
         if create:
