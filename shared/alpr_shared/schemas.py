@@ -108,6 +108,8 @@ class FrameDetections(_Message, frozen=True, tag="detections"):
 
 
 TrackPhase = Literal["started", "updated", "ended"]
+# lost: not re-found within the buffer; left_frame: predicted out of view; shutdown: track or camera stopped.
+TrackEndReason = Literal["lost", "left_frame", "shutdown"]
 
 
 class TrackMessage(_Message, frozen=True, tag="track"):
@@ -126,6 +128,11 @@ class TrackMessage(_Message, frozen=True, tag="track"):
     direction: str | None = None
     stationary: bool = False
     crossed_line: bool = False
+    # Added by the track service (#7); defaults keep older producers' messages valid.
+    zone_id: str | None = None  # the zone the plate was last seen in (None: no zones configured)
+    first_seen_ns: int = 0  # capture time of the plate track's first detection
+    hits: int = 0  # frames on which the plate was detected so far
+    end_reason: TrackEndReason | None = None  # "ended" only: lost, left_frame or shutdown
 
 
 # --- OCR ----------------------------------------------------------------------------------------------
@@ -213,9 +220,73 @@ class PlateEvent(_Message, frozen=True, tag="plate_event"):
     direction: str | None = None
     vehicle_class: str | None = None
     plate_jpeg: bytes | None = None
+    # Added by the events service (#9); defaults keep older producers' events valid.
+    corrected: bool = False  # `plate` is a format-guided correction of the OCR text (`plate_raw`)
+    final: bool = False  # the (last merged) track ended: no better read of this passage will come
+    reads: int = 1  # OCR reads behind this event, over every merged track
+    tracks: int = 1  # tracks merged into this event (re-acquired vehicle, or another camera of the site)
+    best_shot_ns: int = 0  # capture time of the crop the plate text came from
+    emitted_at_ns: int = 0  # wall clock when this revision was built
+    camera_name: str = ""
+    latitude: float | None = None
+    longitude: float | None = None
+    camera_direction: str | None = None  # the camera's configured heading / lane, e.g. "northbound"
+    plate_box: Box | None = None
+    vehicle_box: Box | None = None
+    vehicle_jpeg: bytes | None = None  # size-capped JPEG of the vehicle crop
+    crossed_line: bool = False
+    watchlist: list[str] = msgspec.field(default_factory=list)  # labels of the watchlist entries it hit
 
 
-Message = FrameReady | FrameDetections | TrackMessage | OcrJob | OcrResult | PlateRead | PlateEvent
+# --- watchlist (query → Kafka alpr.watchlist → events; events → alpr.alerts) ---------------------------
+
+WatchlistMatch = Literal["exact", "fuzzy"]
+
+
+class WatchlistEntry(_Message, frozen=True, tag="watchlist_entry"):
+    """One watched plate on the compacted `alpr.watchlist` topic (key = `entry_id`). The latest record of
+    a key wins; `deleted=True` or a tombstone (null value) removes the entry."""
+
+    entry_id: str
+    plate: str
+    label: str = "watchlist"
+    match: WatchlistMatch = "exact"
+    max_distance: int = 1  # fuzzy only: largest edit distance that still counts as a hit
+    deleted: bool = False
+    updated_at_ns: int = 0
+
+
+class WatchlistAlert(_Message, frozen=True, tag="watchlist_alert"):
+    """events → Kafka `alpr.alerts` (key = event id) and webhooks: a plate event hit a watchlist entry.
+    `alert_id` is derived from event and entry, so a replay re-sends the same alert."""
+
+    alert_id: str
+    event_id: str
+    entry_id: str
+    label: str
+    watched_plate: str
+    plate: str
+    distance: int
+    camera_id: str
+    site_id: str
+    seen_ns: int
+    confidence: float
+    camera_name: str = ""
+    latitude: float | None = None
+    longitude: float | None = None
+
+
+Message = (
+    FrameReady
+    | FrameDetections
+    | TrackMessage
+    | OcrJob
+    | OcrResult
+    | PlateRead
+    | WatchlistEntry
+    | WatchlistAlert
+    | PlateEvent
+)
 
 MESSAGE_TYPES: tuple[type[_Message], ...] = (
     FrameReady,
@@ -224,6 +295,8 @@ MESSAGE_TYPES: tuple[type[_Message], ...] = (
     OcrJob,
     OcrResult,
     PlateRead,
+    WatchlistEntry,
+    WatchlistAlert,
     PlateEvent,
 )
 

@@ -21,6 +21,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    SecretStr,
     ValidationError,
     model_validator,
 )
@@ -79,6 +80,51 @@ class CameraSettings(_Section):
     realtime: bool = True
     # File sources: start again from the beginning at the end of the file.
     loop: bool = False
+    # RTSP: TCP survives NAT and packet loss (interleaved); UDP has less latency on a clean LAN.
+    transport: Literal["tcp", "udp"] = "tcp"
+    # Credentials for RTSP/HTTP sources, put into the URL only when connecting; never logged.
+    username: str | None = None
+    password: SecretStr | None = None
+    # cpu: FFmpeg (PyAV; V4L2 through OpenCV). gstreamer: `gstreamer_preset` or `gstreamer_pipeline`.
+    decoder: Literal["cpu", "gstreamer"] = "cpu"
+    # Ready-made decode pipelines: jetson (nvv4l2decoder), nvidia (nvh264dec/nvh265dec), software (avdec).
+    gstreamer_preset: Literal["jetson", "nvidia", "software"] | None = None
+    # Custom decode pipeline up to raw video; `{location}` is replaced by the source (credentials included).
+    gstreamer_pipeline: str | None = None
+    # Stream codec, for the GStreamer presets (FFmpeg detects it itself).
+    codec: Literal["h264", "h265"] = "h264"
+    # FFmpeg decoder threads (0: one per core). Frame threading adds (threads - 1) frames of latency.
+    decoder_threads: int = Field(default=0, ge=0, le=64)
+    # No decoded frame for this long: the source counts as stalled and is reconnected.
+    stall_timeout_s: float = Field(default=10.0, gt=0, le=3600)
+    # Opening the source (DNS, TCP, RTSP DESCRIBE/SETUP) may take this long before it counts as failed.
+    connect_timeout_s: float = Field(default=10.0, gt=0, le=600)
+    # Reconnection: exponential backoff with full jitter between these bounds, forever.
+    backoff_min_s: float = Field(default=0.5, gt=0, le=3600)
+    backoff_max_s: float = Field(default=30.0, gt=0, le=3600)
+
+    @model_validator(mode="after")
+    def _decoder_is_complete(self) -> Self:
+        if self.decoder == "gstreamer" and (self.gstreamer_preset is None) == (self.gstreamer_pipeline is None):
+            raise ValueError("decoder gstreamer needs exactly one of gstreamer_preset or gstreamer_pipeline")
+        if self.decoder != "gstreamer" and (self.gstreamer_preset or self.gstreamer_pipeline):
+            raise ValueError("gstreamer_preset/gstreamer_pipeline are set but decoder is not gstreamer")
+        if self.backoff_min_s > self.backoff_max_s:
+            raise ValueError("backoff_min_s must not exceed backoff_max_s")
+        if self.password is not None and not self.username:
+            raise ValueError("password is set without username")
+        if self.username and "://" in self.source and "@" in self.source.split("://", 1)[1].split("/", 1)[0]:
+            raise ValueError("credentials are given both in the source URL and as username/password")
+        return self
+
+
+class IngestSettings(_Section):
+    """The ingest service as a whole (per-camera behaviour lives under `cameras:`)."""
+
+    # A `camera_status` log line per camera this often (0: never); metrics are always live.
+    status_interval_s: float = Field(default=30.0, ge=0)
+    # The interpreter that has GStreamer's Python bindings (gi) for the gstreamer decoder; Debian's.
+    gstreamer_python: Path = Path("/usr/bin/python3")
 
 
 class FrameStoreSettings(_Section):
@@ -115,6 +161,21 @@ class KafkaSettings(_Section):
     compression: Literal["gzip", "snappy", "lz4", "zstd", "none"] = "gzip"
     client_id: str = "alpr"
     request_timeout_ms: int = Field(default=30_000, gt=0)
+    # Watchlist hits (events → integrations); key = event id.
+    alerts_topic: str = "alpr.alerts"
+    # Producer batching: wait this long for more records per partition (throughput vs latency).
+    linger_ms: int = Field(default=5, ge=0, le=10_000)
+    max_batch_bytes: int = Field(default=262_144, gt=0)
+    # Between sites the connection is TLS and/or SASL; PLAINTEXT only inside one trusted host/network.
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    ssl_cafile: Path | None = None  # CA bundle that signed the brokers' certificates (None: system CAs)
+    ssl_certfile: Path | None = None  # client certificate, for brokers that require mutual TLS
+    ssl_keyfile: Path | None = None
+    ssl_check_hostname: bool = True  # never disable in production: it is what stops a man in the middle
+    sasl_mechanism: Literal["SCRAM-SHA-256", "SCRAM-SHA-512", "PLAIN"] = "SCRAM-SHA-512"
+    sasl_username: str | None = None
+    # SecretStr: shown as '**********' by `alpr config show`, repr() and logs.
+    sasl_password: SecretStr | None = None
 
     @model_validator(mode="after")
     def _idempotence_needs_all_acks(self) -> Self:
@@ -122,6 +183,19 @@ class KafkaSettings(_Section):
             raise ValueError(
                 f"enable_idempotence requires acks 'all' (got {self.acks!r}); set both or neither"
             )
+        return self
+
+    @model_validator(mode="after")
+    def _security_is_complete(self) -> Self:
+        uses_sasl = self.security_protocol.startswith("SASL")
+        if uses_sasl and (not self.sasl_username or self.sasl_password is None):
+            raise ValueError(
+                f"security_protocol {self.security_protocol} needs sasl_username and sasl_password"
+            )
+        if not uses_sasl and (self.sasl_username or self.sasl_password is not None):
+            raise ValueError("sasl_username/sasl_password are set but security_protocol does not use SASL")
+        if (self.ssl_certfile is None) != (self.ssl_keyfile is None):
+            raise ValueError("ssl_certfile and ssl_keyfile go together (mutual TLS needs both)")
         return self
 
 
@@ -142,6 +216,218 @@ class LogSettings(_Section):
     level: Literal["debug", "info", "warning", "error"] = "info"
     # auto: human-readable console output in a terminal, JSON lines otherwise (containers, files).
     format: Literal["auto", "json", "console"] = "auto"
+
+
+class EventsCameraSettings(_Section):
+    """What an event says about the camera beyond `cameras:` (site, name and regions live there)."""
+
+    latitude: float | None = Field(default=None, ge=-90, le=90)
+    longitude: float | None = Field(default=None, ge=-180, le=180)
+    # Which way the camera looks or which lane it covers, e.g. "northbound" or "gate-in".
+    direction: str | None = None
+
+
+class WatchlistEntrySettings(_Section):
+    """A watched plate from the configuration; the query service adds more at run time (alpr.watchlist)."""
+
+    id: Identifier
+    plate: str = Field(min_length=1, max_length=16)
+    label: str = Field(default="watchlist", max_length=200)
+    match: Literal["exact", "fuzzy"] = "exact"
+    # fuzzy only: largest edit distance (Levenshtein) that still counts as a hit.
+    max_distance: int = Field(default=1, ge=0, le=3)
+
+
+class WebhookSettings(_Section):
+    """An HTTP endpoint that receives watchlist alerts as JSON, signed with HMAC-SHA256."""
+
+    url: str = Field(pattern=r"^https?://")
+    # HMAC-SHA256 key; the receiver recomputes X-Alpr-Signature with it. Never logged.
+    secret: SecretStr
+    # Only alerts whose watchlist label is listed (empty: every alert).
+    labels: list[str] = Field(default_factory=list)
+    timeout_s: float = Field(default=5.0, gt=0, le=120)
+    # Attempts per alert before it is counted as failed; backoff doubles from backoff_s up to 30 s.
+    max_attempts: int = Field(default=5, ge=1, le=50)
+    backoff_s: float = Field(default=0.5, gt=0, le=60)
+
+
+class EventsSettings(_Section):
+    """The events service: plate reads → one event per vehicle passage → outbox → Kafka."""
+
+    # SQLite outbox (WAL); survives restarts, so it must be on persistent storage, not /tmp.
+    outbox_path: Path = Path("/var/lib/alpr/events-outbox.sqlite3")
+    # Past this many bytes of queued records the oldest are dropped, counted and logged (broker outage).
+    outbox_max_bytes: int = Field(default=1 << 30, ge=1 << 16)
+    # full: a committed event survives power loss; normal: survives a process crash, faster.
+    outbox_synchronous: Literal["full", "normal"] = "full"
+    # Records per producer round trip (and the lookback that checks in-flight records after a failure).
+    send_batch: int = Field(default=500, ge=1, le=10_000)
+    # Dedup: a read of the same vehicle within this window merges into the open event.
+    dedup_window_s: float = Field(default=300.0, gt=0, le=86_400)
+    # camera: merge within one camera; site: across the cameras of one site_id.
+    dedup_scope: Literal["camera", "site"] = "camera"
+    # Largest edit distance between two plate texts that still counts as the same vehicle.
+    dedup_max_distance: int = Field(default=1, ge=0, le=3)
+    # A later read must beat the event's confidence by this much to cause a new revision.
+    revision_min_gain: float = Field(default=0.02, ge=0, le=1)
+    # Reads below this confidence are dropped (counted, reason="low_confidence").
+    min_confidence: float = Field(default=0.0, ge=0, le=1)
+    # Regions tried when a camera lists none; empty means every region of the formats file.
+    default_regions: list[str] = Field(default_factory=list)
+    # Extra YAML of plate formats, merged over the built-in file (same layout as plate_formats.yaml).
+    formats_file: Path | None = None
+    # Format-guided correction: most characters changed, and the weight of a confusable that the OCR
+    # did not offer as an alternative (relative to the character it replaces).
+    correction_max_changes: int = Field(default=2, ge=0, le=8)
+    confusable_weight: float = Field(default=0.5, gt=0, le=1)
+    # JPEGs inside the event: larger crops are re-encoded smaller, then left out (counted).
+    plate_jpeg_max_bytes: int = Field(default=16_384, ge=0)
+    vehicle_jpeg_max_bytes: int = Field(default=65_536, ge=0)
+    cameras: dict[str, EventsCameraSettings] = Field(default_factory=dict)
+    watchlist: list[WatchlistEntrySettings] = Field(default_factory=list)
+    # Follow the compacted watchlist topic for runtime changes (off: the config's entries only).
+    watchlist_from_kafka: bool = True
+    webhooks: list[WebhookSettings] = Field(default_factory=list)
+
+
+class PersistSettings(_Section):
+    """The persist service: Kafka `kafka.topic` → PostgreSQL (or TimescaleDB), one consumer group."""
+
+    # Instances with the same group id share the topic's partitions; offsets are committed per group.
+    group_id: str = Field(default="alpr-persist", min_length=1)
+    # Undecodable or schema-violating records go here with the reason; the partition moves on.
+    dlq_topic: str = Field(default="alpr.plates.dlq", min_length=1)
+    # A batch is written when it holds this many records or is this old, whichever comes first.
+    batch_size: int = Field(default=5_000, ge=1, le=100_000)
+    batch_time_ms: int = Field(default=500, ge=1, le=60_000)
+    # Plate events (and the hourly rollup) older than this are dropped, a whole day partition at a time.
+    retention_days: int = Field(default=90, ge=1, le=36_500)
+    # Crops are personal data and the bulk of the bytes: kept for a shorter time by default.
+    image_retention_days: int = Field(default=30, ge=1, le=36_500)
+    rollup_retention_days: int = Field(default=730, ge=1, le=36_500)
+    # Day partitions are created this many days ahead, so a write never waits for DDL at midnight.
+    partition_lead_days: int = Field(default=3, ge=1, le=60)
+    # How often partitions are created ahead and old ones dropped (any one instance does it).
+    maintenance_interval_s: float = Field(default=300.0, gt=0, le=86_400)
+    # auto: TimescaleDB when the extension is installed and preloaded, else native range partitions.
+    timeseries: Literal["auto", "timescaledb", "partitioned"] = "auto"
+    # Apply pending migrations at start (under an advisory lock, so concurrent instances are safe).
+    migrate_on_start: bool = True
+    # Database retries after a failure back off from the first delay, doubling up to the cap.
+    retry_initial_s: float = Field(default=0.2, gt=0, le=60)
+    retry_max_s: float = Field(default=5.0, gt=0, le=600)
+    # TimescaleDB only: chunks older than this are compressed (revisions of an event come within minutes).
+    compress_after_days: int = Field(default=7, ge=1, le=36_500)
+
+    @model_validator(mode="after")
+    def _retry_bounds(self) -> Self:
+        if self.retry_initial_s > self.retry_max_s:
+            raise ValueError(
+                f"retry_initial_s ({self.retry_initial_s}) must not exceed retry_max_s ({self.retry_max_s})"
+            )
+        return self
+
+
+class ByteTrackSettings(_Section):
+    """ByteTrack's parameters (defaults: the paper's MOT17 values, which suit 10-30 fps road video)."""
+
+    # Detections scoring at least this take part in the first association and may start tracks.
+    high_score_thresh: float = Field(default=0.5, gt=0, le=1)
+    # Below this a detection is noise; between the two it can only continue a track (second association).
+    low_score_thresh: float = Field(default=0.1, ge=0, le=1)
+    # An unclaimed detection must score this much to open a track: stops flickering false positives.
+    new_track_thresh: float = Field(default=0.6, gt=0, le=1)
+    # Least IoU (times the score, with fuse_score) for a high-score box to continue a track.
+    match_iou: float = Field(default=0.2, gt=0, lt=1)
+    # Least IoU for a low-score box to continue a track: stricter, as these boxes are less certain.
+    low_match_iou: float = Field(default=0.5, gt=0, lt=1)
+    # Least IoU for a one-frame-old track to be confirmed by its second detection.
+    confirm_match_iou: float = Field(default=0.3, gt=0, lt=1)
+    # Frames a lost track is predicted and waits to be re-found (occlusion): 1 s at 30 fps.
+    lost_track_buffer: int = Field(default=30, ge=1, le=100_000)
+    # Weigh IoU by detection score in the first association: prefers confident boxes in crowds.
+    fuse_score: bool = True
+
+    @model_validator(mode="after")
+    def _thresholds_ordered(self) -> Self:
+        if self.low_score_thresh >= self.high_score_thresh:
+            raise ValueError(
+                f"low_score_thresh ({self.low_score_thresh}) must be below high_score_thresh "
+                f"({self.high_score_thresh})"
+            )
+        if self.new_track_thresh < self.high_score_thresh:
+            raise ValueError("new_track_thresh must be at least high_score_thresh (only high boxes start tracks)")
+        return self
+
+
+class TrackZoneSettings(_Section):
+    """A polygon of the frame (pixels); plates are read only while their centre is inside a zone."""
+
+    id: Identifier
+    points: list[tuple[float, float]] = Field(min_length=3)
+
+
+class CountingLineSettings(_Section):
+    """A segment of the frame (pixels); a track whose centre crosses it gets `crossed_line`."""
+
+    start: tuple[float, float]
+    end: tuple[float, float]
+
+    @model_validator(mode="after")
+    def _not_a_point(self) -> Self:
+        if self.start == self.end:
+            raise ValueError("counting_line start and end must differ")
+        return self
+
+
+class TrackDirectionSettings(_Section):
+    """How motion in the image becomes a direction label."""
+
+    # Image-plane travel (dx, dy) called `forward`; (0, 1) = down the image, towards a camera that
+    # looks at oncoming traffic from above.
+    vector: tuple[float, float] = (0.0, 1.0)
+    forward: str = Field(default="approaching", min_length=1, max_length=64)
+    backward: str = Field(default="leaving", min_length=1, max_length=64)
+
+    @model_validator(mode="after")
+    def _vector_not_zero(self) -> Self:
+        if self.vector == (0.0, 0.0):
+            raise ValueError("direction vector must not be (0, 0)")
+        return self
+
+
+class TrackCameraSettings(_Section):
+    """Per-camera tracking options (key: the camera id under `cameras:`)."""
+
+    # Empty: the whole frame. Otherwise plates outside every zone are tracked but not sent to OCR.
+    zones: list[TrackZoneSettings] = Field(default_factory=list)
+    counting_line: CountingLineSettings | None = None
+    # None: raw labels from the dominant motion axis (up/down/left/right).
+    direction: TrackDirectionSettings | None = None
+    # Replaces track.bytetrack for this camera (e.g. a low-fps camera needs a shorter buffer).
+    bytetrack: ByteTrackSettings | None = None
+
+
+class TrackSettings(_Section):
+    """The track service: ByteTrack per camera for vehicles and plates, plates linked to vehicles."""
+
+    bytetrack: ByteTrackSettings = Field(default_factory=ByteTrackSettings)
+    # Share of a plate box that must lie inside a vehicle box for the plate to belong to that vehicle.
+    plate_in_vehicle_min: float = Field(default=0.8, gt=0, le=1)
+    # Travel (fraction of the frame diagonal) before a direction is reported: ignores detector jitter.
+    direction_min_travel: float = Field(default=0.03, gt=0, le=1)
+    # A track whose centre stays within this many of its own box heights of one spot ...
+    stationary_radius: float = Field(default=0.5, gt=0, le=10)
+    # ... for this long is flagged stationary (a parked vehicle: events must not re-report it).
+    stationary_after_s: float = Field(default=10.0, gt=0, le=86_400)
+    # Frames a lost stationary track waits (a parked vehicle hidden by passing traffic): 5 min at 30 fps.
+    stationary_lost_buffer: int = Field(default=9_000, ge=1, le=10_000_000)
+    # A camera without detections for this long has its tracks ended (detect stopped or camera gone).
+    camera_idle_timeout_s: float = Field(default=10.0, gt=0, le=86_400)
+    # How long to wait for the OCR coordinator to take a message before failing (it never drops).
+    send_timeout_s: float = Field(default=30.0, gt=0, le=3_600)
+    cameras: dict[str, TrackCameraSettings] = Field(default_factory=dict)
 
 
 class ServiceSettings(_Section):
@@ -212,6 +498,10 @@ class AlprSettings(BaseSettings):
     endpoints: EndpointSettings = Field(default_factory=EndpointSettings)
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
+    events: EventsSettings = Field(default_factory=EventsSettings)
+    track: TrackSettings = Field(default_factory=TrackSettings)
+    persist: PersistSettings = Field(default_factory=PersistSettings)
+    ingest: IngestSettings = Field(default_factory=IngestSettings)
     services: ServicesSettings = Field(default_factory=ServicesSettings)
 
     @model_validator(mode="after")
