@@ -357,7 +357,9 @@ class ByteTrackSettings(_Section):
                 f"({self.high_score_thresh})"
             )
         if self.new_track_thresh < self.high_score_thresh:
-            raise ValueError("new_track_thresh must be at least high_score_thresh (only high boxes start tracks)")
+            raise ValueError(
+                "new_track_thresh must be at least high_score_thresh (only high boxes start tracks)"
+            )
         return self
 
 
@@ -413,6 +415,10 @@ class TrackSettings(_Section):
     """The track service: ByteTrack per camera for vehicles and plates, plates linked to vehicles."""
 
     bytetrack: ByteTrackSettings = Field(default_factory=ByteTrackSettings)
+    # Buffered IoU: for matching, boxes grow by this share of their size on each side. Plates are small
+    # and move many times their own height between frames; vehicles are large, plain IoU suits them.
+    plate_match_expand: float = Field(default=1.0, ge=0, le=5)
+    vehicle_match_expand: float = Field(default=0.0, ge=0, le=5)
     # Share of a plate box that must lie inside a vehicle box for the plate to belong to that vehicle.
     plate_in_vehicle_min: float = Field(default=0.8, gt=0, le=1)
     # Travel (fraction of the frame diagonal) before a direction is reported: ignores detector jitter.
@@ -428,6 +434,63 @@ class TrackSettings(_Section):
     # How long to wait for the OCR coordinator to take a message before failing (it never drops).
     send_timeout_s: float = Field(default=30.0, gt=0, le=3_600)
     cameras: dict[str, TrackCameraSettings] = Field(default_factory=dict)
+
+
+class DetectMotionSettings(_Section):
+    """Per-camera motion gate of the detect service: skip inference on frames where nothing moved."""
+
+    # Off by default: it saves work on static scenes but can cost recall (measured in BENCHMARKS.md).
+    enabled: bool = False
+    # Frames are compared as grey thumbnails this wide: cheap, and blind to sensor noise.
+    thumbnail_width: int = Field(default=160, ge=16, le=1920)
+    # A thumbnail pixel counts as changed when its grey level moves by more than this (0-255).
+    pixel_threshold: int = Field(default=18, ge=1, le=255)
+    # A frame "moved" when at least this fraction of thumbnail pixels changed.
+    min_changed_fraction: float = Field(default=0.002, gt=0, le=1)
+    # A frame is detected anyway after this long without one, so parked vehicles are still seen.
+    forced_interval_s: float = Field(default=2.0, gt=0, le=3_600)
+
+
+class DetectSettings(_Section):
+    """The detect service: plate (and optional vehicle) detectors, batched across cameras."""
+
+    # onnxruntime (CPU by default; CUDA/TensorRT execution providers when present) or native tensorrt.
+    backend: Literal["onnxruntime", "tensorrt"] = "onnxruntime"
+    # ONNX Runtime execution providers in order of preference; [auto] = TensorRT, CUDA, CPU as present.
+    providers: list[str] = Field(default_factory=lambda: ["auto"], min_length=1)
+    # Where `alpr models` keeps models; None: $ALPR_MODELS_DIR, else $XDG_CACHE_HOME/alpr/models or ~/.cache/alpr/models.
+    models_dir: Path | None = None
+    # Manifest name of the plate detector (`alpr models list`).
+    plate_model: str = Field(default="plate-yolov8n", min_length=1)
+    # Manifest name of a COCO vehicle detector; None: plates only, vehicle class unknown (none ships offline).
+    vehicle_model: str | None = None
+    # Network input side in pixels: 960 finds the small plates of 720p scenes that 640 misses (2.3x the work).
+    input_size: int = Field(default=960, ge=64, le=4096, multiple_of=32)
+    # Boxes scoring below this are dropped before NMS; 0.1 keeps faint plates (ByteTrack's low band).
+    conf_threshold: float = Field(default=0.1, gt=0, lt=1)
+    # NMS suppresses a box overlapping a better one of its class by more than this IoU.
+    iou_threshold: float = Field(default=0.45, gt=0, lt=1)
+    max_detections: int = Field(default=50, ge=1, le=1000)
+    # Box refinement: the plate model's boxes are loose (median IoU 0.63-0.66 with the labels);
+    # shrink = measured calibration, second-pass = re-detect on an upscaled crop, none = raw boxes.
+    refine: Literal["none", "shrink", "second-pass"] = "second-pass"
+    # Width and height factors around the box centre, applied last (measured on the OpenALPR sets).
+    refine_width: float = Field(default=0.85, gt=0, le=2)
+    refine_height: float = Field(default=0.75, gt=0, le=2)
+    # second-pass: input side of the crop detector, and the crop's side in multiples of the box's.
+    refine_crop_size: int = Field(default=320, ge=64, le=1280, multiple_of=32)
+    refine_context: float = Field(default=1.6, ge=1, le=8)
+    # Frames per inference call, gathered across cameras; a batch leaves when full or at the deadline.
+    batch_size: int = Field(default=4, ge=1, le=64)
+    batch_deadline_ms: float = Field(default=15.0, ge=0, le=10_000)
+    # Frames waiting per camera; beyond it the oldest waiting frame is dropped (counted per camera).
+    max_pending_per_camera: int = Field(default=2, ge=1, le=64)
+    # ONNX Runtime threads inside one operator (0: one per core) and across operators.
+    intra_op_threads: int = Field(default=0, ge=0, le=256)
+    inter_op_threads: int = Field(default=1, ge=0, le=256)
+    # How long to wait for track to accept a message before failing (detections are never dropped).
+    send_timeout_s: float = Field(default=30.0, gt=0, le=3_600)
+    motion: DetectMotionSettings = Field(default_factory=DetectMotionSettings)
 
 
 class ServiceSettings(_Section):
@@ -500,6 +563,7 @@ class AlprSettings(BaseSettings):
     database: DatabaseSettings = Field(default_factory=DatabaseSettings)
     events: EventsSettings = Field(default_factory=EventsSettings)
     track: TrackSettings = Field(default_factory=TrackSettings)
+    detect: DetectSettings = Field(default_factory=DetectSettings)
     persist: PersistSettings = Field(default_factory=PersistSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     services: ServicesSettings = Field(default_factory=ServicesSettings)
