@@ -105,7 +105,9 @@ class CameraSettings(_Section):
 
     @model_validator(mode="after")
     def _decoder_is_complete(self) -> Self:
-        if self.decoder == "gstreamer" and (self.gstreamer_preset is None) == (self.gstreamer_pipeline is None):
+        if self.decoder == "gstreamer" and (self.gstreamer_preset is None) == (
+            self.gstreamer_pipeline is None
+        ):
             raise ValueError("decoder gstreamer needs exactly one of gstreamer_preset or gstreamer_pipeline")
         if self.decoder != "gstreamer" and (self.gstreamer_preset or self.gstreamer_pipeline):
             raise ValueError("gstreamer_preset/gstreamer_pipeline are set but decoder is not gstreamer")
