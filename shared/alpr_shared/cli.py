@@ -1,9 +1,9 @@
 """`alpr`: one command for every service and tool.
 
 `alpr <service> [--config FILE]` starts one pipeline stage in this process (what a container runs);
-`alpr config check`, `alpr shm list|reclaim` and `alpr demo` are tools. Each service's own
+`alpr config check`, `alpr shm list|reclaim`, `alpr db migrate|status` and `alpr demo` are tools. Each service's own
 `python -m alpr_<service>` is the same entry point. Commands that later issues build (`run`, `eval`,
-`db`, `models`) are listed so `alpr --help` shows the whole surface, and say plainly that they are not
+`models`) are listed so `alpr --help` shows the whole surface, and say plainly that they are not
 built yet instead of pretending.
 """
 
@@ -36,7 +36,6 @@ SERVICES: dict[str, str] = {
 PLANNED: dict[str, tuple[str, int]] = {
     "run": ("run the whole system from one command", 12),
     "eval": ("measure plate-reading accuracy on labelled photos", 14),
-    "db": ("database migrations (alpr db migrate)", 10),
     "models": ("provision and verify models offline", 6),
     "keys": ("manage API keys of the query service", 11),
 }
@@ -139,6 +138,10 @@ def _commands() -> dict[str, tuple[str, Callable[[Sequence[str]], int]]]:
     commands["demo"] = (
         "ingest a generated video and read it back through shared memory",
         _tool("alpr_shared.tools.demo"),
+    )
+    commands["db"] = (
+        "database schema of the plate store: migrate | status | maintain",
+        _tool("alpr_persist.db_cmd"),
     )
     for name, (what, issue) in PLANNED.items():
         commands[name] = (f"{what} (not built yet, issue #{issue})", _planned(name))

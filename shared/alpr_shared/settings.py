@@ -495,6 +495,94 @@ class DetectSettings(_Section):
     motion: DetectMotionSettings = Field(default_factory=DetectMotionSettings)
 
 
+class OcrShotSettings(_Section):
+    """Best-shot scoring of the OCR coordinator: which crop of a plate track is worth reading."""
+
+    # A plate this many pixels high scores full marks for size; PP-OCRv4 reads at 48 px, so more adds little.
+    full_height_px: float = Field(default=40.0, gt=0, le=1000)
+    # Below this height a crop is not worth reading at all (characters are a few pixels wide).
+    min_height_px: float = Field(default=10.0, ge=1, le=1000)
+    # Variance of the Laplacian at which a crop counts as fully sharp (motion blur and focus lower it).
+    full_sharpness: float = Field(default=400.0, gt=0)
+    # Weights of size, sharpness and detector confidence in the score (they are normalised to sum 1).
+    weight_height: float = Field(default=0.45, ge=0, le=1)
+    weight_sharpness: float = Field(default=0.35, ge=0, le=1)
+    weight_confidence: float = Field(default=0.2, ge=0, le=1)
+    # A box within this many pixels of the frame edge is probably cut: its score is scaled down.
+    edge_margin_px: float = Field(default=2.0, ge=0, le=100)
+    edge_penalty: float = Field(default=0.5, ge=0, le=1)
+    # Plates are wider than high; a box outside this width/height range is skewed or not a whole plate.
+    min_aspect: float = Field(default=1.0, gt=0, le=20)
+    max_aspect: float = Field(default=6.0, gt=0, le=50)
+    # Margin added around the plate box, as a share of its height on each side, when the crop is copied.
+    crop_margin: float = Field(default=0.08, ge=0, le=1)
+    # Best crops kept per track (copies, so the frame slot can be released); the best is the JPEG.
+    keep_shots: int = Field(default=3, ge=1, le=32)
+
+
+class OcrThrottleSettings(_Section):
+    """When a plate track is read: reading every frame wastes 10-30x the work of reading best shots."""
+
+    # A track is read at most this many times while it lives, plus once more when it ends.
+    max_reads: int = Field(default=3, ge=1, le=100)
+    # A new shot triggers a read only if its score beats the last read's by this factor ("clearly better").
+    improve_ratio: float = Field(default=1.15, ge=1, le=10)
+    # Shots scoring below this are kept for the JPEG but never read on their own.
+    min_score: float = Field(default=0.35, ge=0, le=1)
+    # Read as soon as a track's first usable shot arrives (an interim read), or wait for a better one.
+    frames_before_first_read: int = Field(default=3, ge=1, le=1000)
+    # Stop reading once this many reads agree on the text and the voted confidence is at least ...
+    stable_reads: int = Field(default=2, ge=1, le=100)
+    confident: float = Field(default=0.9, ge=0, le=1)
+    # A stationary (parked) vehicle sends a shot every frame: consider at most one per this interval.
+    stationary_interval_s: float = Field(default=5.0, ge=0, le=86_400)
+    # Tracks whose `ended` never comes (track restarted) are forgotten after this long without a message.
+    idle_track_timeout_s: float = Field(default=120.0, gt=0, le=86_400)
+
+
+class OcrRecognizerSettings(_Section):
+    """The OCR workers' recogniser: PP-OCRv4 recognition (ONNX, inside the rapidocr_onnxruntime wheel)."""
+
+    # ONNX Runtime threads per worker process; one per worker is right when workers fill the cores.
+    intra_op_threads: int = Field(default=1, ge=0, le=256)
+    # Alternatives per character position, for events' format-guided correction.
+    top_k: int = Field(default=3, ge=1, le=10)
+    # CLAHE contrast normalisation as a second strategy when the first read is weak.
+    contrast: bool = True
+    # Below this mean character confidence, a read is weak: the other strategies are tried.
+    weak_confidence: float = Field(default=0.95, ge=0, le=1)
+    # The second scale for weak reads (horizontal stretch of the network input).
+    second_scale: float = Field(default=1.5, gt=0, le=4)
+    # Crops narrower than this width/height are read as two rows (stacked plates), row by row.
+    two_row_aspect: float = Field(default=1.3, gt=0, le=10)
+    # Horizontal stretch of the network input: more CTC steps keep doubled letters (1.25: +6 points).
+    width_stretch: float = Field(default=1.25, gt=0, le=4)
+
+
+class OcrSettings(_Section):
+    """The OCR coordinator (best shots, throttling, voting, job distribution) and its workers."""
+
+    shots: OcrShotSettings = Field(default_factory=OcrShotSettings)
+    throttle: OcrThrottleSettings = Field(default_factory=OcrThrottleSettings)
+    recognizer: OcrRecognizerSettings = Field(default_factory=OcrRecognizerSettings)
+    # A job a worker did not answer within this long is sent to another worker (dead or stuck worker).
+    job_timeout_s: float = Field(default=2.0, gt=0, le=600)
+    # Attempts per job before it is given up (counted; the track keeps its other reads).
+    max_attempts: int = Field(default=3, ge=1, le=100)
+    # Jobs waiting for a free worker; beyond it the oldest waiting job is dropped (counted).
+    max_queue: int = Field(default=1_000, ge=1, le=1_000_000)
+    # Workers announce their free capacity this often; one silent for `worker_expiry_s` is forgotten.
+    heartbeat_s: float = Field(default=1.0, gt=0, le=60)
+    worker_expiry_s: float = Field(default=5.0, gt=0, le=3_600)
+    # Jobs a worker takes at once (1: the coordinator always knows who is idle).
+    worker_capacity: int = Field(default=1, ge=1, le=64)
+    # JPEG quality and longest side of the best-shot plate crop sent with each PlateRead.
+    jpeg_quality: int = Field(default=85, ge=10, le=100)
+    jpeg_max_side: int = Field(default=320, ge=16, le=4096)
+    # How long to wait for events to take a PlateRead before failing (reads are never dropped).
+    send_timeout_s: float = Field(default=30.0, gt=0, le=3_600)
+
+
 class ServiceSettings(_Section):
     """What every service has: where it serves /metrics and /health, and how long it may drain."""
 
@@ -568,6 +656,7 @@ class AlprSettings(BaseSettings):
     detect: DetectSettings = Field(default_factory=DetectSettings)
     persist: PersistSettings = Field(default_factory=PersistSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
+    ocr: OcrSettings = Field(default_factory=OcrSettings)
     services: ServicesSettings = Field(default_factory=ServicesSettings)
 
     @model_validator(mode="after")

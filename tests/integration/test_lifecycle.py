@@ -108,7 +108,7 @@ def test_service_command_with_a_bad_config_exits_2_naming_the_key(tmp_path: Path
 
 def test_unbuilt_service_says_so(tmp_path: Path) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "alpr_shared.cli", "detect"], capture_output=True, text=True, check=False
+        [sys.executable, "-m", "alpr_shared.cli", "query"], capture_output=True, text=True, check=False
     )
     assert result.returncode == 1
-    assert "not built yet (issue #6)" in result.stderr
+    assert "not built yet (issue #11)" in result.stderr
