@@ -12,18 +12,29 @@
 #                  postgresql-common, which creates the `postgres` OS user the harness runs the server as
 #                  when tests run as root.
 #   util-linux     `runuser` (essential on Debian; listed so a trimmed image says so rather than failing later).
+#   GStreamer      the RTSP test server (tests/harness/rtsp.py) runs on Debian's /usr/bin/python3 with
+#                  python3-gi and gir1.2-gst-rtsp-server-1.0; it encodes H.264 with x264enc (plugins-ugly)
+#                  and payloads it with rtph264pay (plugins-good); plugins-base/bad and libav cover the
+#                  ingest service's GStreamer decoder path (decodebin, h264parse, avdec_h264).
 # Debian's postgresql-15 also creates and starts a default cluster on port 5432; the tests never use it.
 # The Kafka-protocol test broker (noida-db) comes from PyPI with the dev extras, not from here.
 set -euo pipefail
 
 PG_MAJOR=15
-PACKAGES=("postgresql-${PG_MAJOR}" "util-linux")
+PACKAGES=(
+    "postgresql-${PG_MAJOR}" "util-linux"
+    "python3-gi" "gir1.2-gst-rtsp-server-1.0" "gstreamer1.0-tools"
+    "gstreamer1.0-plugins-base" "gstreamer1.0-plugins-good" "gstreamer1.0-plugins-bad"
+    "gstreamer1.0-plugins-ugly" "gstreamer1.0-libav"
+)
 # Files that must exist afterwards, whatever package brought them.
 REQUIRED_FILES=(
     "/usr/lib/postgresql/${PG_MAJOR}/bin/initdb"
     "/usr/lib/postgresql/${PG_MAJOR}/bin/pg_ctl"
     "/usr/lib/postgresql/${PG_MAJOR}/bin/psql"
     "/usr/share/postgresql/${PG_MAJOR}/extension/pg_trgm.control"
+    "/usr/bin/python3"
+    "/usr/bin/gst-inspect-1.0"
 )
 
 log() { printf 'install-system-deps: %s\n' "$*" >&2; }

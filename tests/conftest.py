@@ -11,6 +11,8 @@ Fixtures:
   one-partition topic, deleted after the test.
 - ``make_postgres_server`` / ``make_kafka_broker`` (function) -> factories of dedicated, started servers
   closed after the test: for outage tests that stop or kill a server, so the shared ones stay untouched.
+- ``rtsp_server`` (session) -> ``RtspServer`` (GStreamer, mounts ``cam`` and ``cam2``: a live generated
+  H.264 stream); ``make_rtsp_server`` (function) -> factory of dedicated ones (to stop mid-stream).
 
 A SIGTERM to pytest (a cancelled CI job) is turned into a KeyboardInterrupt, so the session ends through
 fixture teardown like Ctrl-C does and no server outlives it. Only SIGKILL can still orphan a server.
@@ -34,6 +36,7 @@ from tests.harness import (
     unique_database_name,
     unique_topic_name,
 )
+from tests.harness.rtsp import RtspServer
 
 _SIGTERM_BEFORE = pytest.StashKey[Any]()
 
@@ -56,7 +59,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
         signal.signal(signal.SIGTERM, config.stash[_SIGTERM_BEFORE])
 
 
-def _ensure_running(server: PostgresServer | KafkaBroker, what: str) -> None:
+def _ensure_running(server: PostgresServer | KafkaBroker | RtspServer, what: str) -> None:
     """Start ``server`` if it is not running (first use, or a test left it stopped); fail clearly if not."""
     if server.running:
         return
@@ -140,5 +143,30 @@ def make_kafka_broker() -> Iterator[Callable[..., KafkaBroker]]:
             stack.callback(broker.close)
             _ensure_running(broker, "a dedicated Kafka-protocol broker (noida-db)")
             return broker
+
+        yield make
+
+
+@pytest.fixture(scope="session")
+def rtsp_server() -> Iterator[RtspServer]:
+    """One GStreamer RTSP server shared by the session: ``url("cam")`` and ``url("cam2")``."""
+    server = RtspServer(mounts=("cam", "cam2"))
+    try:
+        _ensure_running(server, "the RTSP server (GStreamer)")
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def make_rtsp_server() -> Iterator[Callable[..., RtspServer]]:
+    """Factory of dedicated, started RTSP servers (kwargs go to ``RtspServer``), for outage tests."""
+    with ExitStack() as stack:
+
+        def make(**kwargs: Any) -> RtspServer:
+            server = RtspServer(**kwargs)
+            stack.callback(server.close)
+            _ensure_running(server, "a dedicated RTSP server (GStreamer)")
+            return server
 
         yield make

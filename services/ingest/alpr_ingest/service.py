@@ -1,194 +1,193 @@
-"""Ingest: decode each camera's frames once into its shared-memory ring and publish a handle per frame.
+"""Ingest: every configured camera decoded once into its shared-memory ring, a handle published per frame.
 
-Owns: one `FrameWriter` per camera (its ring) and the `frames` PUB socket. Decoding runs in a worker
-thread per camera (OpenCV releases the GIL while decoding); the frame is written into the ring by that
-thread — the only copy of its pixels — and the handle is published from the event loop.
+Owns: one `CameraRunner` per enabled camera (its ring, its session thread, its reconnect loop) and the
+`frames` PUB socket with the queue in front of it. Session threads write frames into the rings and hand
+`FrameReady` messages to the event loop, which alone touches the socket.
 
-Sources at this stage: video files (paced at the file's rate or as fast as possible, optionally looped).
-RTSP, MJPEG, V4L2, image folders, GStreamer decoders and reconnection are the ingest issue's work; a
-camera with such a source is reported and left out, the others run.
+Must never: let one camera's failure reach another (each runner catches and retries its own), log a
+credential (`redact_url` / `sources.scrub`), or block on a slow subscriber (PUB drops; the queue in front
+of it is bounded and counts what it sheds).
+
+SIGHUP: the new `cameras:` list is compared with the running one by id; removed cameras stop, added ones
+start, changed ones restart; unchanged cameras keep running untouched. A change of `frame_store` restarts
+every camera (ring sizes); a change of `endpoints` needs a process restart (logged).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from dataclasses import dataclass
-from pathlib import Path
 
-import cv2
-import numpy as np
-import numpy.typing as npt
-
-from alpr_shared.framestore import FrameStoreError, FrameWriter, reclaim_stale_segments, segment_name
+from alpr_ingest.metrics import IngestMetrics
+from alpr_ingest.runner import CameraRunner
+from alpr_shared.framestore import reclaim_stale_segments
 from alpr_shared.lifecycle import ServiceContext
-from alpr_shared.logging import get_logger, redact_url
-from alpr_shared.schemas import FrameReady, FrameRef
-from alpr_shared.settings import CameraSettings, ConfigError, FrameStoreSettings
+from alpr_shared.logging import get_logger
+from alpr_shared.schemas import FrameReady
+from alpr_shared.settings import AlprSettings, CameraSettings, ConfigError
 from alpr_shared.transport import MessageSocket
 
 log = get_logger(__name__)
 
-VIDEO_SUFFIXES = {".mp4", ".mkv", ".avi", ".mov", ".m4v", ".webm"}
+# Frames waiting for the socket: the loop normally sends each at once; this only bounds a stalled loop.
+PUBLISH_QUEUE = 256
+# Gauges (fps, counters) are refreshed this often; fps is averaged over this window.
+TICK_S = 1.0
+FPS_SMOOTHING = 0.5  # weight of the newest window in the fps gauge
 
 
-class SourceError(RuntimeError):
-    """A camera's source cannot be opened or read."""
-
-
-@dataclass
-class DecodedFrame:
-    ref: FrameRef
-    captured_at_ns: int
-    pts_s: float | None
-
-
-class FileSource:
-    """A video file read with OpenCV's bundled FFmpeg. Blocking: call from a worker thread."""
-
-    def __init__(self, camera: CameraSettings) -> None:
-        path = Path(camera.source)
-        if not path.is_file():
-            raise SourceError(f"camera {camera.id}: video file {path} does not exist")
-        self.path = path
-        self.loop = camera.loop
-        self._cap = cv2.VideoCapture(str(path))
-        if not self._cap.isOpened():
-            raise SourceError(f"camera {camera.id}: cannot open {path} as a video")
-        fps = float(self._cap.get(cv2.CAP_PROP_FPS) or 0.0)
-        self.fps = fps if 0.0 < fps <= 240.0 else 25.0
-        self.frame_count = int(self._cap.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
-
-    def read(self) -> tuple[npt.NDArray[np.uint8], float] | None:
-        """The next frame and its presentation time (s), or None at the end of the file."""
-        ok, frame = self._cap.read()
-        if not ok and self.loop:
-            self._cap.set(cv2.CAP_PROP_POS_FRAMES, 0)
-            ok, frame = self._cap.read()
-        if not ok:
-            return None
-        pts = float(self._cap.get(cv2.CAP_PROP_POS_MSEC)) / 1000.0
-        return np.asarray(frame, dtype=np.uint8), pts
-
-    def close(self) -> None:
-        self._cap.release()
-
-
-def _is_file_source(camera: CameraSettings) -> bool:
-    return Path(camera.source).suffix.lower() in VIDEO_SUFFIXES and "://" not in camera.source
-
-
-class CameraRunner:
-    """Reads one camera into its ring and publishes handles, until told to stop or the file ends."""
-
-    def __init__(
-        self,
-        camera: CameraSettings,
-        store: FrameStoreSettings,
-        publisher: MessageSocket[FrameReady],
-        ctx: ServiceContext,
-    ) -> None:
-        self.camera = camera
-        self.store = store
-        self.publisher = publisher
+class IngestService:
+    def __init__(self, ctx: ServiceContext) -> None:
         self.ctx = ctx
-        metrics = ctx.metrics
-        self._frames = metrics.counter("frames_total", "Frames decoded and published", ["camera"])
-        self._write_seconds = metrics.histogram(
-            "frame_write_seconds", "Time to copy a decoded frame into its shared-memory slot", ["camera"]
-        )
+        self.metrics = IngestMetrics(ctx.metrics)
+        self.runners: dict[str, CameraRunner] = {}
+        self._queue: asyncio.Queue[FrameReady] = asyncio.Queue(PUBLISH_QUEUE)
+        self._settings = ctx.settings
+        self._fps_prev: dict[str, tuple[float, int]] = {}
+        self._lock = asyncio.Lock()
 
-    async def run(self) -> None:
-        cam = self.camera
-        source = await asyncio.to_thread(FileSource, cam)
-        writer = FrameWriter(
-            segment_name(self.store.namespace, cam.id),
-            slot_count=self.store.slots_per_camera,
-            max_height=self.store.max_height,
-            max_width=self.store.max_width,
-        )
-        log.info(
-            "camera_started", camera=cam.id, source=redact_url(cam.source), fps=source.fps, ring=writer.name
-        )
-        min_interval = 1.0 / cam.target_fps if cam.target_fps else 0.0
-        frame_interval = 1.0 / source.fps if cam.realtime else 0.0
-        interval = max(min_interval, frame_interval)
-        next_due = time.monotonic()
+    # --- cameras ------------------------------------------------------------------------------------------
+
+    def _deliver(self, message: FrameReady) -> None:
         try:
-            while not self.ctx.stopping.is_set():
-                decoded = await asyncio.to_thread(self._decode_into, source, writer)
-                if decoded is None:
-                    log.info("camera_finished", camera=cam.id, frames=writer.last_seq)
-                    return
-                await self.publisher.send(
-                    FrameReady(
-                        camera_id=cam.id,
-                        frame=decoded.ref,
-                        captured_at_ns=decoded.captured_at_ns,
-                        published_at_ns=time.monotonic_ns(),
-                        source_pts_s=decoded.pts_s,
-                    )
-                )
-                self._frames.labels(cam.id).inc()
-                if interval:
-                    next_due += interval
-                    delay = next_due - time.monotonic()
-                    if delay > 0:
-                        await asyncio.sleep(delay)
-                    else:
-                        next_due = time.monotonic()  # behind schedule: do not burst to catch up
-        finally:
-            await asyncio.to_thread(source.close)
-            # Subscribers may still hold the last handles; the segment disappears for new readers only.
-            writer.close()
+            self._queue.put_nowait(message)
+        except asyncio.QueueFull:
+            self.metrics.dropped.labels(message.camera_id, "backlog").inc()
 
-    def _decode_into(self, source: FileSource, writer: FrameWriter) -> DecodedFrame | None:
-        got = source.read()
-        if got is None:
-            return None
-        frame, pts = got
-        captured = time.time_ns()
-        started = time.perf_counter()
-        ref = writer.write(frame, captured_at_ns=captured)
-        self._write_seconds.labels(self.camera.id).observe(time.perf_counter() - started)
-        return DecodedFrame(ref, captured, pts)
+    def _start(self, camera: CameraSettings, settings: AlprSettings) -> None:
+        runner = CameraRunner(
+            camera,
+            settings.frame_store,
+            deliver=self._deliver,
+            metrics=self.metrics,
+            gstreamer_python=settings.ingest.gstreamer_python,
+        )
+        self.runners[camera.id] = runner
+        self.metrics.register(camera.id, lambda: _age(runner))
+        runner.start()
+
+    async def _stop(self, camera_id: str) -> None:
+        runner = self.runners.pop(camera_id)
+        await runner.stop()
+        self.metrics.forget(camera_id)
+        self._fps_prev.pop(camera_id, None)
+
+    async def apply(self, settings: AlprSettings) -> dict[str, list[str]]:
+        """Make the running cameras match `settings` (start, stop, restart); returns what changed."""
+        async with self._lock:
+            wanted = {c.id: c for c in settings.cameras if c.enabled}
+            store_changed = settings.frame_store != self._settings.frame_store
+            if settings.endpoints != self._settings.endpoints:
+                log.warning("reload_needs_restart", reason="endpoints changed; restart ingest to apply them")
+            removed = [cid for cid in self.runners if cid not in wanted]
+            changed = [
+                cid
+                for cid, runner in self.runners.items()
+                if cid in wanted and (store_changed or runner.camera != wanted[cid])
+            ]
+            added = [cid for cid in wanted if cid not in self.runners]
+            await asyncio.gather(*(self._stop(cid) for cid in removed + changed))
+            for cid in changed + added:
+                self._start(wanted[cid], settings)
+            self._settings = settings
+            return {"added": added, "removed": removed, "changed": changed}
+
+    async def reload(self, settings: AlprSettings) -> None:
+        result = await self.apply(settings)
+        unchanged = len(self.runners) - len(result["added"]) - len(result["changed"])
+        log.info("cameras_reloaded", **result, unchanged=unchanged)
+        if not self.runners:
+            log.warning("no_cameras", reason="the reloaded configuration has no enabled camera")
+
+    async def stop_all(self) -> None:
+        async with self._lock:
+            await asyncio.gather(*(self._stop(cid) for cid in list(self.runners)))
+
+    # --- background loops ---------------------------------------------------------------------------------
+
+    async def publish_loop(self, publisher: MessageSocket[FrameReady]) -> None:
+        while True:
+            message = await self._queue.get()
+            await publisher.send(message)
+
+    async def tick_loop(self) -> None:
+        status_every = self._settings.ingest.status_interval_s
+        last_status = time.monotonic()
+        finished_logged = False
+        while True:
+            await asyncio.sleep(TICK_S)
+            now = time.monotonic()
+            for cid, runner in list(self.runners.items()):
+                runner._sync_counters()
+                frames = runner.status.frames
+                prev = self._fps_prev.get(cid)
+                if prev is not None and now > prev[0]:
+                    window = (frames - prev[1]) / (now - prev[0])
+                    runner.status.fps = FPS_SMOOTHING * window + (1 - FPS_SMOOTHING) * runner.status.fps
+                    self.metrics.fps.labels(cid).set(round(runner.status.fps, 3))
+                self._fps_prev[cid] = (now, frames)
+            status_every = self._settings.ingest.status_interval_s
+            if status_every and now - last_status >= status_every:
+                last_status = now
+                self.log_status(now)
+            all_done = bool(self.runners) and all(r.done for r in self.runners.values())
+            if all_done and not finished_logged:
+                log.info("all_sources_finished", cameras=len(self.runners))
+            finished_logged = all_done
+
+    def log_status(self, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        for cid, runner in self.runners.items():
+            st = runner.status
+            age = st.last_frame_age(now)
+            log.info(
+                "camera_status",
+                camera=cid,
+                state=st.state,
+                fps=round(st.fps, 2),
+                last_frame_age_s=None if age is None else round(age, 2),
+                frames=st.frames,
+                dropped_fps_cap=st.dropped_fps_cap,
+                reconnects=st.reconnects,
+                decode_errors=st.decode_errors,
+                corrupt_packets=st.corrupt_packets,
+                last_error=st.last_error,
+            )
+
+
+def _age(runner: CameraRunner) -> float:
+    age = runner.status.last_frame_age(time.monotonic())
+    return -1.0 if age is None else age  # -1: no frame yet
 
 
 async def service_main(ctx: ServiceContext) -> None:
     settings = ctx.settings
-    cameras = [c for c in settings.cameras if c.enabled]
-    if not cameras:
+    if not any(c.enabled for c in settings.cameras):
         raise ConfigError("no enabled cameras in the configuration: add at least one under `cameras:`")
     reclaimed = reclaim_stale_segments(settings.frame_store.namespace)
     if reclaimed:
         log.warning("stale_rings_reclaimed", segments=reclaimed)
-    runnable = []
-    for camera in cameras:
-        if _is_file_source(camera):
-            runnable.append(camera)
-        else:
-            log.error(
-                "camera_source_unsupported",
-                camera=camera.id,
-                source=redact_url(camera.source),
-                reason="only video files are supported so far (RTSP/MJPEG/V4L2 land with the ingest issue)",
-            )
-    if not runnable:
-        raise SourceError("none of the configured cameras has a supported source")
+    service = IngestService(ctx)
     publisher: MessageSocket[FrameReady] = ctx.socket("frames", "pub", "bind", FrameReady)
+    background: list[asyncio.Task[None]] = []
     try:
-        runners = [CameraRunner(cam, settings.frame_store, publisher, ctx) for cam in runnable]
+        background.append(asyncio.create_task(service.publish_loop(publisher), name="ingest-publish"))
+        background.append(asyncio.create_task(service.tick_loop(), name="ingest-tick"))
+        await service.apply(settings)
+        ctx.on_reload(service.reload)
         ctx.health.set_ready()
-        results = await asyncio.gather(*(r.run() for r in runners), return_exceptions=True)
-        for camera, result in zip(runnable, results, strict=True):
-            if isinstance(result, SourceError | FrameStoreError):
-                log.error("camera_failed", camera=camera.id, error=str(result))
-            elif isinstance(result, BaseException):
-                raise result
-        if not ctx.stopping.is_set():
-            # Keep the socket (and our metrics endpoint) up until told to stop: a supervisor decides when
-            # the run is over, and late subscribers still get a clean end rather than a vanished peer.
-            log.info("all_sources_finished")
-            await ctx.stopping.wait()
+        # Runs until told to stop, also after every file has ended: a supervisor decides when the run
+        # is over, and late subscribers get a clean end rather than a vanished peer.
+        stopping = asyncio.ensure_future(ctx.stopping.wait())
+        await asyncio.wait({stopping, *background}, return_when=asyncio.FIRST_COMPLETED)
+        stopping.cancel()
+        for task in background:
+            if task.done() and not task.cancelled() and task.exception() is not None:
+                raise task.exception()  # type: ignore[misc]  # a bug in our own loops: fail loudly
     finally:
+        service.log_status()  # the final state of every camera, before they stop
+        await service.stop_all()
+        for task in background:
+            task.cancel()
+        await asyncio.gather(*background, return_exceptions=True)
         publisher.close()
