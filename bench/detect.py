@@ -32,13 +32,14 @@ import zmq.asyncio
 from alpr_detect.build import build_pipeline
 from alpr_detect.detector import read_bgr
 from alpr_detect.models import ModelStore, default_models_dir, ensure_provisioned
+from alpr_shared.datasets import openalpr_benchmarks
 from alpr_shared.framestore import FrameWriter
 from alpr_shared.schemas import FrameDetections, FrameReady
 from alpr_shared.settings import DetectSettings
 from alpr_shared.transport import open_socket
-from bench._common import ROOT, bench_parser, finish, fmt, machine_line, table
+from bench._common import bench_parser, finish, fmt, machine_line, table
 
-DATA = ROOT.parent / "shared" / "data" / "openalpr-benchmarks"
+DATA = openalpr_benchmarks()
 TARGET = 0.90
 CAMERAS = ("bench-a", "bench-b")
 

@@ -45,6 +45,7 @@ from alpr_ingest.runner import CameraRunner
 from alpr_ingest.service import IngestService
 from alpr_ingest.sources import open_source
 from alpr_ingest.synth import write_h264
+from alpr_shared.datasets import openalpr_benchmarks
 from alpr_shared.framestore import FrameReader, FrameStoreError, FrameWriter, segment_name
 from alpr_shared.lifecycle import ServiceContext
 from alpr_shared.logging import configure_logging
@@ -55,7 +56,7 @@ from bench._common import bench_parser, finish, machine_line, shm_segments, tabl
 
 WIDTH, HEIGHT, FPS = 1920, 1080, 25
 TARGET_OVERHEAD = 0.05
-PHOTO = Path(__file__).resolve().parent.parent.parent / "shared/data/openalpr-benchmarks/us"
+PHOTO = openalpr_benchmarks() / "us"
 
 
 def _photo() -> Path | None:

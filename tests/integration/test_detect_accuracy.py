@@ -15,9 +15,10 @@ from alpr_detect.build import build_pipeline
 from alpr_detect.detector import DetectorConfig, YoloDetector, read_bgr
 from alpr_detect.evaluate import evaluate, load_labelled_set
 from alpr_detect.models import ModelStore, default_models_dir, ensure_provisioned
+from alpr_shared.datasets import openalpr_benchmarks
 from alpr_shared.settings import DetectSettings
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "openalpr-benchmarks"
+DATA = openalpr_benchmarks()
 RECALL_TARGET = 0.97
 
 

@@ -16,12 +16,13 @@ import yaml
 import zmq.asyncio
 
 from alpr_detect.models import ModelStore, default_models_dir, ensure_provisioned
+from alpr_shared.datasets import openalpr_benchmarks
 from alpr_shared.framestore import SHM_DIR
 from alpr_shared.schemas import FrameDetections
 from alpr_shared.tools.synthvideo import make_pan_video
 from alpr_shared.transport import open_socket
 
-DATA = Path(__file__).resolve().parents[3] / "shared" / "data" / "openalpr-benchmarks"
+DATA = openalpr_benchmarks()
 
 
 def _start(command: str, config: Path, log: Path) -> subprocess.Popen[bytes]:

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import yaml
 
+from alpr_shared.datasets import openalpr_benchmarks
 from alpr_shared.framestore import SHM_DIR
 from alpr_shared.settings import load_settings
 from alpr_shared.tools.synthvideo import make_pan_video
@@ -26,13 +27,11 @@ from alpr_shared.tools.tap import tap
 
 
 def _find_photo() -> Path | None:
-    for base in (Path.cwd(), *Path.cwd().parents):
-        folder = base / "shared" / "data" / "openalpr-benchmarks" / "us"
-        if folder.is_dir():
-            photos = sorted(folder.glob("*.jpg"))
-            if photos:
-                return photos[0]
-    return None
+    try:
+        photos = sorted((openalpr_benchmarks() / "us").glob("*.jpg"))
+    except FileNotFoundError:
+        return None  # the demo falls back to a synthetic pattern
+    return photos[0] if photos else None
 
 
 def main(argv: Sequence[str]) -> int:
