@@ -171,6 +171,17 @@ class OcrResult(_Message, frozen=True, tag="ocr_result"):
     latency_ms: float = 0.0
 
 
+class OcrWorkerReady(_Message, frozen=True, tag="ocr_ready"):
+    """ocr worker → ocr coordinator: "I am here and take `capacity` jobs at once" — sent on start and as a
+    heartbeat; `capacity=0` says goodbye (a graceful stop). Credit-based load balancing: the coordinator
+    sends a worker at most `capacity` unanswered jobs."""
+
+    worker_id: str
+    capacity: int = 1
+    jobs_done: int = 0
+    backend: str = ""
+
+
 class PlateRead(_Message, frozen=True, tag="plate_read"):
     """ocr coordinator → events: the current best read of one plate track, with what events needs to
     build the event (track metadata, best-shot crop). Sent when a read improves and once more, with
@@ -282,6 +293,7 @@ Message = (
     | TrackMessage
     | OcrJob
     | OcrResult
+    | OcrWorkerReady
     | PlateRead
     | WatchlistEntry
     | WatchlistAlert
@@ -294,6 +306,7 @@ MESSAGE_TYPES: tuple[type[_Message], ...] = (
     TrackMessage,
     OcrJob,
     OcrResult,
+    OcrWorkerReady,
     PlateRead,
     WatchlistEntry,
     WatchlistAlert,

@@ -86,6 +86,66 @@ class TransportMetrics:
         )
 
 
+def _attach(sock: zmq.asyncio.Socket, endpoint: Endpoint, name: str) -> None:
+    """Bind or connect as the endpoint says (creating an ipc socket's folder); close the socket on failure."""
+    try:
+        if endpoint.mode == "bind":
+            path = endpoint.ipc_path
+            if path is not None:
+                path.parent.mkdir(parents=True, exist_ok=True)
+            sock.bind(endpoint.address)
+        else:
+            sock.connect(endpoint.address)
+    except zmq.ZMQError as exc:
+        sock.close(linger=0)
+        raise TransportError(f"cannot {endpoint.mode} {name} socket to {endpoint.address}: {exc}") from exc
+
+
+class _Inbound(Generic[T]):
+    """Decoding with `MessageSocket`'s policy: count malformed / other-version messages, log them at most
+    once a second, never raise on a peer's bad message."""
+
+    def __init__(self, name: str, codec: Codec[T], metrics: TransportMetrics | None) -> None:
+        self.name = name
+        self.codec = codec
+        self.metrics = metrics
+        self._last_warning = 0.0
+        self._suppressed = 0
+
+    def decode(self, data: bytes) -> T | None:
+        try:
+            message = self.codec.decode(data)
+        except SchemaVersionError as exc:
+            self.reject("version", exc)
+            return None
+        except SchemaError as exc:
+            self.reject("malformed", exc)
+            return None
+        if self.metrics is not None:
+            self.metrics.received.labels(self.name).inc()
+        return message
+
+    def count_drop(self, reason: str, n: int = 1) -> None:
+        if self.metrics is not None:
+            self.metrics.dropped.labels(self.name, reason).inc(n)
+
+    def reject(self, reason: str, exc: Exception) -> None:
+        self.count_drop(reason)
+        now = time.monotonic()
+        if now - self._last_warning >= 1.0:
+            _log.warning(
+                "message_dropped",
+                socket=self.name,
+                reason=reason,
+                error=str(exc)[:300],
+                suppressed_since_last=self._suppressed,
+            )
+            self._last_warning = now
+            self._suppressed = 0
+        else:
+            self._suppressed += 1
+
+
 class MessageSocket(Generic[T]):
     """One ZeroMQ socket carrying messages of type `T` (or a union), owned by one asyncio task group.
 
@@ -112,8 +172,7 @@ class MessageSocket(Generic[T]):
         self.reliable = reliable
         self._codec: Codec[T] = Codec(message_type)
         self._metrics = metrics
-        self._last_warning = 0.0
-        self._suppressed = 0
+        self._inbound = _Inbound(name, self._codec, metrics)
         sock = context.socket(_ZMQ_TYPES[pattern])
         sock.setsockopt(zmq.LINGER, linger_ms)
         if pattern in ("pub", "push"):
@@ -125,19 +184,7 @@ class MessageSocket(Generic[T]):
             sock.setsockopt(zmq.RCVHWM, hwm)
             if pattern == "sub":
                 sock.setsockopt(zmq.SUBSCRIBE, b"")
-        try:
-            if endpoint.mode == "bind":
-                path = endpoint.ipc_path
-                if path is not None:
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                sock.bind(endpoint.address)
-            else:
-                sock.connect(endpoint.address)
-        except zmq.ZMQError as exc:
-            sock.close(linger=0)
-            raise TransportError(
-                f"cannot {endpoint.mode} {name} socket to {endpoint.address}: {exc}"
-            ) from exc
+        _attach(sock, endpoint, name)
         self.socket: zmq.asyncio.Socket = sock
         # A synchronous view of the same socket, for draining what is already queued without awaiting.
         self._sync_view: zmq.Socket[bytes] = zmq.Socket.shadow(sock.underlying)
@@ -180,38 +227,10 @@ class MessageSocket(Generic[T]):
     # --- receiving ------------------------------------------------------------------------------------
 
     def _decode(self, data: bytes) -> T | None:
-        try:
-            message = self._codec.decode(data)
-        except SchemaVersionError as exc:
-            self._reject("version", exc)
-            return None
-        except SchemaError as exc:
-            self._reject("malformed", exc)
-            return None
-        if self._metrics is not None:
-            self._metrics.received.labels(self.name).inc()
-        return message
-
-    def _reject(self, reason: str, exc: Exception) -> None:
-        self._count_drop(reason)
-        now = time.monotonic()
-        # One line per second per socket at most: a misbehaving peer must not flood the logs.
-        if now - self._last_warning >= 1.0:
-            _log.warning(
-                "message_dropped",
-                socket=self.name,
-                reason=reason,
-                error=str(exc)[:300],
-                suppressed_since_last=self._suppressed,
-            )
-            self._last_warning = now
-            self._suppressed = 0
-        else:
-            self._suppressed += 1
+        return self._inbound.decode(data)
 
     def _count_drop(self, reason: str, n: int = 1) -> None:
-        if self._metrics is not None:
-            self._metrics.dropped.labels(self.name, reason).inc(n)
+        self._inbound.count_drop(reason, n)
 
     async def recv(self, timeout: float | None = None) -> T:
         """The next valid message; malformed ones are counted and skipped. `TimeoutError` after `timeout`."""
@@ -330,4 +349,186 @@ def open_socket(
         reliable=reliable,
         # Reliable sockets get a moment on close to flush what is queued; frames are not worth waiting for.
         linger_ms=2000 if reliable or pattern == "push" else 0,
+    )
+
+
+# --- ROUTER / DEALER: addressed request/reply with credit -------------------------------------------------
+
+R = TypeVar("R", bound=_Message)
+S = TypeVar("S", bound=_Message)
+
+
+class PeerGone(TransportError):
+    """A ROUTER send named a peer that is no longer connected (it stopped, crashed or never was)."""
+
+
+class _PeerSocket(Generic[R, S]):
+    """Shared part of ROUTER and DEALER: typed multipart messages with the same codec and the same
+    malformed/version counting as `MessageSocket`. Receives `R`, sends `S` (each may be a union)."""
+
+    _zmq_type: int
+
+    def __init__(
+        self,
+        context: zmq.asyncio.Context,
+        *,
+        name: str,
+        endpoint: Endpoint,
+        receive_type: type[R],
+        send_type: type[S],
+        hwm: int,
+        metrics: TransportMetrics | None = None,
+        identity: bytes | None = None,
+        linger_ms: int = 0,
+    ) -> None:
+        self.name = name
+        self.endpoint = endpoint
+        self._inbound = _Inbound(name, Codec(receive_type), metrics)
+        self._outbound: Codec[S] = Codec(send_type)
+        self._metrics = metrics
+        sock = context.socket(self._zmq_type)
+        sock.setsockopt(zmq.LINGER, linger_ms)
+        sock.setsockopt(zmq.SNDHWM, hwm)
+        sock.setsockopt(zmq.RCVHWM, hwm)
+        if identity is not None:
+            sock.setsockopt(zmq.IDENTITY, identity)
+        self._configure(sock)
+        _attach(sock, endpoint, name)
+        self.socket: zmq.asyncio.Socket = sock
+
+    def _configure(self, sock: zmq.asyncio.Socket) -> None:
+        """Socket-type specific options, before bind/connect."""
+
+    def _sent(self) -> None:
+        if self._metrics is not None:
+            self._metrics.sent.labels(self.name).inc()
+
+    def _decode_frames(self, frames: list[bytes]) -> tuple[bytes, R] | None:
+        """(peer identity or b"", message) from a multipart message, or None (counted) if it is bad."""
+        if len(frames) == 2:
+            peer, data = frames
+        elif len(frames) == 1:
+            peer, data = b"", frames[0]
+        else:
+            self._inbound.reject("malformed", SchemaError(f"expected 1 or 2 frames, got {len(frames)}"))
+            return None
+        message = self._inbound.decode(data)
+        return None if message is None else (peer, message)
+
+    def close(self) -> None:
+        self.socket.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
+
+
+class RouterSocket(_PeerSocket[R, S]):
+    """The hub of a ROUTER/DEALER channel (e.g. the OCR coordinator): every received message carries the
+    identity of the peer that sent it, and every send names a peer. Sending to a peer that has gone raises
+    `PeerGone` (ROUTER_MANDATORY) instead of dropping the message silently."""
+
+    _zmq_type = zmq.ROUTER
+
+    def _configure(self, sock: zmq.asyncio.Socket) -> None:
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+
+    async def recv(self, timeout: float | None = None) -> tuple[bytes, R]:
+        """(peer identity, next valid message); bad ones are counted and skipped."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            frames = await asyncio.wait_for(self.socket.recv_multipart(), remaining)
+            decoded = self._decode_frames(frames)
+            if decoded is not None and decoded[0]:
+                return decoded
+
+    async def send(self, peer: bytes, message: S, timeout: float | None = None) -> None:
+        data = self._outbound.encode(message)
+        try:
+            await asyncio.wait_for(self.socket.send_multipart([peer, data], copy=False), timeout)
+        except zmq.ZMQError as exc:
+            if exc.errno == zmq.EHOSTUNREACH:
+                raise PeerGone(f"{self.name}: peer {peer!r} is not connected") from exc
+            raise TransportError(f"{self.name}: send to {peer!r} failed: {exc}") from exc
+        except TimeoutError as exc:
+            raise TransportError(
+                f"{self.name}: peer {peer!r} did not accept a message within {timeout}s"
+            ) from exc
+        self._sent()
+
+
+class DealerSocket(_PeerSocket[R, S]):
+    """A spoke of a ROUTER/DEALER channel (e.g. an OCR worker): sends and receives plain messages; the
+    ROUTER sees them under this socket's identity (random unless given)."""
+
+    _zmq_type = zmq.DEALER
+
+    async def recv(self, timeout: float | None = None) -> R:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+            frames = await asyncio.wait_for(self.socket.recv_multipart(), remaining)
+            decoded = self._decode_frames(frames)
+            if decoded is not None:
+                return decoded[1]
+
+    async def send(self, message: S, timeout: float | None = None) -> None:
+        data = self._outbound.encode(message)
+        try:
+            await asyncio.wait_for(self.socket.send(data, copy=False), timeout)
+        except TimeoutError as exc:
+            raise TransportError(f"{self.name}: peer did not accept a message within {timeout}s") from exc
+        self._sent()
+
+
+def open_router(
+    context: zmq.asyncio.Context,
+    *,
+    name: str,
+    spec: str,
+    default_mode: Mode,
+    receive_type: type[R],
+    send_type: type[S],
+    hwm: int,
+    metrics: TransportMetrics | None = None,
+) -> RouterSocket[R, S]:
+    """Parse an endpoint string and open the ROUTER side of a channel on it."""
+    return RouterSocket(
+        context,
+        name=name,
+        endpoint=Endpoint.parse(spec, default_mode),
+        receive_type=receive_type,
+        send_type=send_type,
+        hwm=hwm,
+        metrics=metrics,
+    )
+
+
+def open_dealer(
+    context: zmq.asyncio.Context,
+    *,
+    name: str,
+    spec: str,
+    default_mode: Mode,
+    receive_type: type[R],
+    send_type: type[S],
+    hwm: int,
+    metrics: TransportMetrics | None = None,
+    identity: bytes | None = None,
+) -> DealerSocket[R, S]:
+    """Parse an endpoint string and open a DEALER side of a channel on it (messages queued for the hub
+    get a moment to leave on close)."""
+    return DealerSocket(
+        context,
+        name=name,
+        endpoint=Endpoint.parse(spec, default_mode),
+        receive_type=receive_type,
+        send_type=send_type,
+        hwm=hwm,
+        metrics=metrics,
+        identity=identity,
+        linger_ms=1000,
     )

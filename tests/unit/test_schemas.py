@@ -80,6 +80,7 @@ def _examples() -> list[s.Message]:
             confidence=0.93,
             alternatives=[[s.CharCandidate("A", 0.9), s.CharCandidate("4", 0.05)]],
         ),
+        s.OcrWorkerReady(worker_id="w-1", capacity=1, jobs_done=4, backend="onnxruntime-cpu"),
         s.PlateRead(
             camera_id="cam1",
             track_id=7,
