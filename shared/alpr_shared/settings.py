@@ -526,8 +526,12 @@ class OcrThrottleSettings(_Section):
 
     # A track is read at most this many times while it lives, plus once more when it ends.
     max_reads: int = Field(default=4, ge=1, le=100)
-    # A new shot triggers a read only if its score beats the last read's by this factor ("clearly better").
-    improve_ratio: float = Field(default=1.03, ge=1, le=10)
+    # A new shot triggers a read if its score beats the last read's by this factor ("clearly better"); a
+    # shot's score moves a few % from frame to frame with noise, so a smaller factor spends reads on noise.
+    improve_ratio: float = Field(default=1.1, ge=1, le=10)
+    # ... or if it is no worse and came this many frames after the last shot read: a different crop of an
+    # equally good view has independent errors, which the vote cancels (late shots of a plate score alike).
+    reread_gap_frames: int = Field(default=10, ge=1, le=100_000)
     # Shots scoring below this are kept for the JPEG but never read on their own.
     min_score: float = Field(default=0.35, ge=0, le=1)
     # Shots gathered before the first (interim) read: early frames of an approaching plate are the worst.

@@ -62,8 +62,11 @@ def _track() -> PlateTrack:
 
 def test_throttle_reads_best_shots_only_and_at_most_k_times() -> None:
     throttle = Throttle(
-        OcrThrottleSettings(max_reads=3, frames_before_first_read=3, improve_ratio=1.15), SHOTS
-    )
+        OcrThrottleSettings(
+            max_reads=3, frames_before_first_read=3, improve_ratio=1.15, reread_gap_frames=100_000
+        ),
+        SHOTS,
+    )  # the re-read rule is off here: only clearly better shots are read
     track = _track()
     reads: list[float] = []
     for seq in range(200):  # slowly improving shots, as a vehicle approaches
@@ -78,6 +81,39 @@ def test_throttle_reads_best_shots_only_and_at_most_k_times() -> None:
     # At the end, the best shot is read once more because it is better than the last one read.
     final = throttle.final_read(track)
     assert final is not None and final.score > reads[-1]
+
+
+def test_throttle_rereads_equally_good_shots_spaced_apart() -> None:
+    """A plate whose shots all score alike (saturated score) is still read on different crops, spaced
+    `reread_gap_frames` apart, and never on a shot worse than the last one read."""
+    throttle = Throttle(
+        OcrThrottleSettings(max_reads=4, frames_before_first_read=5, improve_ratio=1.1, reread_gap_frames=10),
+        SHOTS,
+    )
+    track = _track()
+    read_seqs: list[int] = []
+    for seq in range(60):
+        score = 0.9 if seq % 7 else 0.5  # every 7th shot is a bad one
+        throttle.add_shot(track, _shot(score, seq))
+        chosen = throttle.next_read(track)
+        if chosen is not None:
+            throttle.started(track, chosen, f"j{seq}")
+            read_seqs.append(chosen.seq)
+            throttle.finished(track, Ballot(f"T{seq}", 0.5))  # disagreeing reads: never settles
+    assert len(read_seqs) == 4
+    assert all(b - a >= 10 for a, b in itertools.pairwise(read_seqs))
+    assert all(seq % 7 for seq in read_seqs[1:])  # re-reads are of shots as good as the last one read
+
+
+def test_throttle_weights_each_read_by_its_shot_score() -> None:
+    throttle = Throttle(OcrThrottleSettings(frames_before_first_read=1), SHOTS)
+    track = _track()
+    throttle.add_shot(track, _shot(0.8, 0))
+    chosen = throttle.next_read(track)
+    assert chosen is not None
+    throttle.started(track, chosen, "j0")
+    throttle.finished(track, Ballot("ABC123", 0.9))
+    assert track.reads[0].ballot.weight == 0.8
 
 
 def test_throttle_stops_once_confident_and_stable() -> None:
@@ -113,6 +149,34 @@ def test_vote_aligns_reads_of_different_lengths() -> None:
     assert result.agreeing == 1 and result.reads == 4
     assert [alt[0].char for alt in result.alternatives] == list("ABC123")
     assert any(c.char == "8" for c in result.alternatives[5])  # the runner-up survives as an alternative
+
+
+def test_vote_picks_the_length_most_reads_agree_on_not_the_most_confident() -> None:
+    """A read that drops a faint edge character is often the more confident one: the length is decided
+    by how many reads (weighted by crop quality) have it, not by their confidence."""
+    full = [Ballot("2A9043J", 0.9, weight=0.5), Ballot("2A9043J", 0.9, weight=0.5)]
+    result = vote([*full, Ballot("2A9043", 0.99, weight=0.95)])  # weight 1.0 against 0.95
+    assert result is not None and result.text == "2A9043J"
+    # On a tie in count, the confidence mass decides.
+    tie = vote([_ballot("2A9043J", 0.5), _ballot("2A9043", 0.99)])
+    assert tie is not None and tie.text == "2A9043"
+
+
+def test_vote_ignores_guesses_when_choosing_the_length() -> None:
+    """Early reads of a blurred plate are one-character guesses; however many, they do not outvote the
+    length of a read more than twice as confident."""
+    guesses = [_ballot(c, 0.3) for c in "5C9LNE"]
+    result = vote([*guesses, _ballot("4141119", 0.93)])
+    assert result is not None and result.text == "4141119"
+
+
+def test_vote_weights_reads_by_crop_quality() -> None:
+    good = Ballot("ABC123", 0.9, [[CharCandidate(c, 0.9)] for c in "ABC123"], weight=0.9)
+    poor = [Ballot("ABC128", 0.9, [[CharCandidate(c, 0.9)] for c in "ABC128"], weight=0.3) for _ in range(2)]
+    result = vote([good, *poor])
+    assert result is not None and result.text == "ABC123"
+    ignored = vote([Ballot("ZZZ", 0.99, weight=0.0), _ballot("ABC123", 0.5)])
+    assert ignored is not None and ignored.text == "ABC123" and ignored.reads == 1
 
 
 def test_align_maps_extra_and_missing_characters() -> None:

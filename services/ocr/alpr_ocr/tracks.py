@@ -6,16 +6,21 @@ frames, no models — the coordinator (`service.py`) feeds it and acts on what i
 
 Rules (every threshold is a setting in `ocr.throttle`):
 - a track is read once it has been seen `frames_before_first_read` times, on its best shot so far;
-- afterwards only when a shot scores `improve_ratio` x better than the last shot read, at most `max_reads`
-  times, one read in flight at a time;
-- it stops early once `stable_reads` reads agree and the vote is `confident`;
+- afterwards when a shot scores `improve_ratio` x better than the last shot read, or when the best shot is
+  no worse than it and arrived `reread_gap_frames` frames after it (a different crop of an equally good
+  view: its errors are independent of the last read's, so voting can cancel them; an approaching plate's
+  late shots score alike, so "better" alone would leave them unread) — at most `max_reads` times, one read
+  in flight at a time;
+- each read votes with its shot's score as weight (a read of a blurred, small crop is weaker evidence);
+- it stops early once `stable_reads` reads agree on the whole text (length included) and the vote is
+  `confident`;
 - when it ends, its best shot is read once more if that shot was never read (the final read);
 - a stationary (parked) vehicle's shots are considered at most once per `stationary_interval_s`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from alpr_ocr.shots import Shot
 from alpr_ocr.voting import Ballot, Vote, vote
@@ -43,6 +48,7 @@ class PlateTrack:
     reads_requested: int = 0
     reads: list[TrackRead] = field(default_factory=list)
     last_read_score: float = 0.0
+    last_read_seq: int = -1  # arrival order of the last shot sent for reading
     in_flight: str | None = None  # job id
     in_flight_shot: Shot | None = None
     ended: bool = False
@@ -101,7 +107,10 @@ class Throttle:
             return None
         if track.reads_requested == 0:
             return best if track.frames_seen >= s.frames_before_first_read else None
-        return best if best.score >= track.last_read_score * s.improve_ratio else None
+        if best.score >= track.last_read_score * s.improve_ratio:
+            return best
+        fresh = best.seq - track.last_read_seq >= s.reread_gap_frames
+        return best if fresh and best.score >= track.last_read_score else None
 
     def final_read(self, track: PlateTrack) -> Shot | None:
         """On `ended`: the best shot if it was never read (and reading it may still help), else None."""
@@ -115,6 +124,7 @@ class Throttle:
     def started(self, track: PlateTrack, shot: Shot, job_id: str) -> None:
         track.reads_requested += 1
         track.last_read_score = max(track.last_read_score, shot.score)
+        track.last_read_seq = max(track.last_read_seq, shot.seq)
         track.in_flight = job_id
         track.in_flight_shot = shot
 
@@ -125,7 +135,7 @@ class Throttle:
         track.in_flight_shot = None
         if ballot is None or shot is None:
             return
-        track.reads.append(TrackRead(ballot, shot))
+        track.reads.append(TrackRead(replace(ballot, weight=shot.score), shot))
         track.current = vote([r.ballot for r in track.reads])
         current = track.current
         if (

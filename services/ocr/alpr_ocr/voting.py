@@ -1,8 +1,13 @@
 """Voting: the reads of one plate track combined, per character position, into one text.
 
-Reads are aligned to an anchor (the most confident read of the most supported length) by edit distance, so
-a read with an extra or a missing character still votes on the positions it shares. Each read contributes
-its per-position alternatives weighted by the read's confidence. Pure functions: no I/O, no state.
+Length first: the plate's length is the one most reads agree on, each read counting its `weight` (how good
+the crop it came from was) and not its confidence. A CTC read that drops a faint edge character leaves no
+low-confidence trace (it is often *more* confident than the full read), so confidence-weighted length votes
+favour deletions. Reads less than half as confident as the best one are guesses (the blurred first frames
+of an approaching plate) and do not vote on the length, however many they are. Then reads are aligned to an anchor (the most confident read of that length) by edit
+distance, so a read with an extra or a missing character still votes on the positions it shares; each read
+contributes its per-position alternatives weighted by `weight` x its confidence. Pure functions: no I/O,
+no state.
 """
 
 from __future__ import annotations
@@ -12,6 +17,9 @@ from dataclasses import dataclass, field
 
 from alpr_shared.schemas import CharCandidate
 
+# A read less confident than this share of the track's most confident read does not vote on the length.
+LENGTH_EVIDENCE_SHARE = 0.5
+
 
 @dataclass(frozen=True, slots=True)
 class Ballot:
@@ -20,6 +28,7 @@ class Ballot:
     text: str
     confidence: float
     alternatives: list[list[CharCandidate]] = field(default_factory=list)
+    weight: float = 1.0  # evidence weight of the crop read (the track gives its shot score; 1: equal)
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,23 +76,29 @@ def _candidates(ballot: Ballot, index: int) -> list[CharCandidate]:
 def vote(ballots: Sequence[Ballot], top_k: int = 3) -> Vote | None:
     """The combined read of a track, or None if no read produced text."""
     usable = sorted(
-        (b for b in ballots if b.text and b.confidence > 0), key=lambda b: (-b.confidence, b.text)
+        (b for b in ballots if b.text and b.confidence > 0 and b.weight > 0),
+        key=lambda b: (-b.confidence, b.text),
     )
     if not usable:
         return None
-    by_length: dict[int, float] = {}
+    by_length: dict[int, tuple[float, float]] = {}
+    floor = usable[0].confidence * LENGTH_EVIDENCE_SHARE
     for b in usable:
-        by_length[len(b.text)] = by_length.get(len(b.text), 0.0) + b.confidence
-    length = max(by_length, key=lambda n: (by_length[n], -abs(n - len(usable[0].text))))
+        if b.confidence < floor:
+            continue  # a guess, not evidence of how many characters the plate has
+        count, mass = by_length.get(len(b.text), (0.0, 0.0))
+        by_length[len(b.text)] = (count + b.weight, mass + b.weight * b.confidence)
+    length = max(by_length, key=lambda n: (*by_length[n], -abs(n - len(usable[0].text))))
     anchor = next(b for b in usable if len(b.text) == length)
-    total_weight = sum(b.confidence for b in usable)
+    total_weight = sum(b.weight * b.confidence for b in usable)
     tallies: list[dict[str, float]] = [{} for _ in range(length)]
     for b in usable:
         for k, pos in enumerate(align(anchor.text, b.text)):
             if pos is None:
                 continue
             for cand in _candidates(b, k):
-                tallies[pos][cand.char] = tallies[pos].get(cand.char, 0.0) + b.confidence * cand.confidence
+                gain = b.weight * b.confidence * cand.confidence
+                tallies[pos][cand.char] = tallies[pos].get(cand.char, 0.0) + gain
     chars: list[str] = []
     alternatives: list[list[CharCandidate]] = []
     confidences: list[float] = []
