@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -23,30 +21,9 @@ from alpr_shared.framestore import SHM_DIR
 from alpr_shared.schemas import PlateRead
 from alpr_shared.tools.synthvideo import make_pan_video
 from alpr_shared.transport import open_socket
+from tests.harness.services import start_service, stop_service
 
 pytestmark = pytest.mark.e2e
-
-
-def _start(command: str, config: Path, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as stderr:
-        return subprocess.Popen(
-            [sys.executable, "-m", "alpr_shared.cli", command, "-c", str(config), "--metrics-port", "0"],
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-            env={**os.environ, "ALPR_LOG__FORMAT": "json"},
-        )
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            return proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-            return -9
-    return int(proc.returncode)
 
 
 async def test_a_moving_plate_is_read_through_every_edge_stage(tmp_path: Path) -> None:
@@ -107,22 +84,22 @@ async def test_a_moving_plate_is_read_through_every_edge_stage(tmp_path: Path) -
     try:
         # Downstream first: each stage binds its output, the next one connects (docs/architecture.md §2).
         for name in ("ocr", "ocr-worker", "track", "detect"):
-            procs[name] = _start(name, config, logs[name])
+            procs[name] = start_service(name, config, logs[name])
         deadline = time.monotonic() + 90
         while not (run / "detections.sock").exists():
             assert all(p.poll() is None for p in procs.values()), all_logs()
             assert time.monotonic() < deadline, "detect did not bind its socket\n" + all_logs()
             await asyncio.sleep(0.2)
-        procs["ingest"] = _start("ingest", config, logs["ingest"])
+        procs["ingest"] = start_service("ingest", config, logs["ingest"])
         await collect(15.0)  # 4 s of video at 5 fps, detection at ~10 fps on 2 cores
         # End of the passage: stop the source, then track, which ends its open tracks so OCR finalises.
         for name in ("ingest", "detect", "track"):
-            assert _stop(procs[name]) == 0, all_logs()
+            assert stop_service(procs[name], timeout=30) == 0, all_logs()
         await collect(10.0)
     finally:
         pull.close()
         ctx.destroy(linger=0)
-        codes = {name: _stop(proc) for name, proc in procs.items()}
+        codes = {name: stop_service(proc, timeout=30) for name, proc in procs.items()}
     assert all(code == 0 for code in codes.values()), (codes, all_logs())
     assert reads, "no PlateRead came out of the pipeline\n" + all_logs()
     finals = [r for r in reads if r.final]

@@ -6,9 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -21,30 +19,9 @@ from alpr_shared.framestore import SHM_DIR
 from alpr_shared.schemas import FrameDetections
 from alpr_shared.tools.synthvideo import make_pan_video
 from alpr_shared.transport import open_socket
+from tests.harness.services import start_service, stop_service
 
 DATA = openalpr_benchmarks()
-
-
-def _start(command: str, config: Path, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as stderr:
-        return subprocess.Popen(
-            [sys.executable, "-m", "alpr_shared.cli", command, "-c", str(config), "--metrics-port", "0"],
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-            env={**os.environ, "ALPR_LOG__FORMAT": "json"},
-        )
-
-
-def _stop(proc: subprocess.Popen[bytes]) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            return proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-            return -9
-    return int(proc.returncode)
 
 
 async def test_detect_between_real_ingest_and_a_subscriber(tmp_path: Path) -> None:
@@ -75,7 +52,7 @@ async def test_detect_between_real_ingest_and_a_subscriber(tmp_path: Path) -> No
             }
         )
     )
-    detect = _start("detect", config, tmp_path / "detect.log")
+    detect = start_service("detect", config, tmp_path / "detect.log")
     ingest: subprocess.Popen[bytes] | None = None
     ctx = zmq.asyncio.Context()
     pull = open_socket(
@@ -94,7 +71,7 @@ async def test_detect_between_real_ingest_and_a_subscriber(tmp_path: Path) -> No
             assert detect.poll() is None, (tmp_path / "detect.log").read_text()
             assert time.monotonic() < deadline, "detect did not bind its detections socket"
             await asyncio.sleep(0.1)
-        ingest = _start("ingest", config, tmp_path / "ingest.log")
+        ingest = start_service("ingest", config, tmp_path / "ingest.log")
         quiet_since = time.monotonic()
         while time.monotonic() - quiet_since < 4.0 and time.monotonic() < deadline:
             try:
@@ -105,8 +82,8 @@ async def test_detect_between_real_ingest_and_a_subscriber(tmp_path: Path) -> No
     finally:
         pull.close()
         ctx.destroy(linger=0)
-        ingest_rc = _stop(ingest) if ingest is not None else None
-        detect_rc = _stop(detect)
+        ingest_rc = stop_service(ingest) if ingest is not None else None
+        detect_rc = stop_service(detect)
     log = (tmp_path / "detect.log").read_text()
     assert detect_rc == 0, log
     assert ingest_rc == 0, (tmp_path / "ingest.log").read_text()
