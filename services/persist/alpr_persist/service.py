@@ -8,6 +8,9 @@ keyed by event id and keeps only newer revisions.
 Start-up: connect to the database (retrying while it is down), apply pending migrations when
 `persist.migrate_on_start` (under an advisory lock), then consume. Ready once both sides are up; not ready
 while the database is failing. SIGTERM: the batch in flight is finished and committed, then it returns.
+
+Source: Kafka by default; `persist.source: outbox` takes the records from the events outbox on this host
+instead (`outbox_source.py`; what `alpr run` does without a broker), through the same writer.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import asyncpg
 from alpr_persist import migrate, partitions
 from alpr_persist.consumer import Backoff, BatchWriter, PersistConsumer, Stopped, _sleep_unless
 from alpr_persist.migrate import Layout, MigrationError
+from alpr_persist.outbox_source import OutboxSource
 from alpr_persist.store import PlateStore, RetriableError, classify, init_connection
 from alpr_shared.lifecycle import ServiceContext
 from alpr_shared.logging import get_logger, redact_url
@@ -150,7 +154,8 @@ async def service_main(ctx: ServiceContext) -> None:
     settings = ctx.settings
     ps = settings.persist
     ctx.health.set_not_ready("database", "connecting")
-    ctx.health.set_not_ready("kafka", "connecting")
+    if ps.source == "kafka":
+        ctx.health.set_not_ready("kafka", "connecting")
     ctx.health.set_ready()
     try:
         pool = await open_pool(settings, ctx.stopping, ctx.metrics)
@@ -171,6 +176,17 @@ async def service_main(ctx: ServiceContext) -> None:
             )
             await stack.enter_async_context(_background(task))
         writer = BatchWriter(store, ps, ctx.metrics, ctx.stopping)
+        if ps.source == "outbox":
+            source = OutboxSource(
+                ps.outbox_path or settings.events.outbox_path,
+                topic=settings.kafka.topic,
+                settings=ps,
+                writer=writer,
+                metrics=ctx.metrics,
+                stopping=ctx.stopping,
+            )
+            await source.run()
+            return
         consumer = PersistConsumer(settings.kafka, ps, writer, ctx.metrics, ctx.stopping)
         try:
             await consumer.run()

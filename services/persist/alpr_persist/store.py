@@ -93,6 +93,9 @@ roll AS (
         SELECT p.confidence, p.format_valid, (p.watchlist <> '{}') AS hit
         FROM plate_events p
         WHERE NOT up.inserted AND p.event_id = up.event_id AND p.first_seen = up.first_seen
+        -- OFFSET 0 keeps this a per-row subquery (a primary-key probe, skipped for inserted rows):
+        -- pulled up into a join, the planner scanned and sorted the whole table for every batch.
+        OFFSET 0
     ) old ON true
     GROUP BY 1, 2
     ON CONFLICT (bucket, camera_id) DO UPDATE SET
