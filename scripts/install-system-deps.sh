@@ -26,6 +26,7 @@ PACKAGES=(
     "python3-gi" "gir1.2-gst-rtsp-server-1.0" "gstreamer1.0-tools"
     "gstreamer1.0-plugins-base" "gstreamer1.0-plugins-good" "gstreamer1.0-plugins-bad"
     "gstreamer1.0-plugins-ugly" "gstreamer1.0-libav"
+    "chromium" # headless browser: tests/integration/test_view_*.py load the live view (`alpr view`)
 )
 # Files that must exist afterwards, whatever package brought them.
 REQUIRED_FILES=(

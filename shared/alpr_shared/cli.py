@@ -34,9 +34,6 @@ SERVICES: dict[str, str] = {
 
 # Commands whose issue has not landed yet: name → (what it will do, the issue that builds it).
 PLANNED: dict[str, tuple[str, int]] = {
-    "run": ("run the whole system from one command", 12),
-    "eval": ("measure plate-reading accuracy on labelled photos", 14),
-    "keys": ("manage API keys of the query service", 11),
 }
 
 
@@ -138,13 +135,30 @@ def _commands() -> dict[str, tuple[str, Callable[[Sequence[str]], int]]]:
         "ingest a generated video and read it back through shared memory",
         _tool("alpr_shared.tools.demo"),
     )
+    commands["demo-video"] = (
+        "generate the demo video from the shared labelled car photos",
+        _tool("alpr_shared.tools.demovideo"),
+    )
+    commands["view"] = (
+        "live annotated view of the edge streams in the browser (MJPEG)",
+        _tool("alpr_shared.view.cli"),
+    )
     commands["models"] = (
         "provision models offline: list | fetch | export | verify | build-engine",
         _tool("alpr_detect.models_cmd"),
     )
+    commands["run"] = (
+        "run the whole system: every stage supervised, embedded database, live status",
+        _tool("alpr_shared.run.command"),
+    )
     commands["db"] = (
         "database schema of the plate store: migrate | status | maintain",
         _tool("alpr_persist.db_cmd"),
+    )
+    commands["keys"] = ("API keys of the query service: create | list | revoke", _tool("alpr_query.keys_cmd"))
+    commands["eval"] = (
+        "plate-reading accuracy of the per-frame path on labelled photos",
+        _tool("alpr_shared.evaluate.cli"),
     )
     for name, (what, issue) in PLANNED.items():
         commands[name] = (f"{what} (not built yet, issue #{issue})", _planned(name))

@@ -91,6 +91,14 @@ class ServiceContext:
             reliable=reliable,
         )
 
+    def monitor(self, message_type: type[T]) -> MessageSocket[T] | None:
+        """A best-effort copy of this service's output for a live viewer (`endpoints.monitor`), or None
+        when that endpoint is "" (off). A PUB that connects to the viewer's SUB: with no viewer, or a slow
+        one, ZeroMQ drops the copies, so a viewer can never slow the pipeline down."""
+        if not self.settings.endpoints.monitor:
+            return None
+        return self.socket("monitor", "pub", "connect", message_type)
+
 
 ServiceMain = Callable[[ServiceContext], Coroutine[Any, Any, None]]
 

@@ -148,6 +148,9 @@ class EndpointSettings(_Section):
     tracks: str = "ipc://{runtime_dir}/tracks.sock"
     ocr_jobs: str = "ipc://{runtime_dir}/ocr-jobs.sock"
     plate_reads: str = "ipc://{runtime_dir}/plate-reads.sock"
+    # Best-effort copies of detections, tracks and plate reads for a live viewer (`alpr view` binds a SUB,
+    # detect/track/ocr connect a PUB that drops when nobody listens or the viewer is slow); "" = off.
+    monitor: str = "ipc://{runtime_dir}/monitor.sock"
     # Slow-consumer policy: frames are live video (drop oldest); everything after detect is never dropped.
     frames_hwm: int = Field(default=8, ge=1)
     messages_hwm: int = Field(default=10_000, ge=1)
@@ -291,6 +294,9 @@ class EventsSettings(_Section):
     # Follow the compacted watchlist topic for runtime changes (off: the config's entries only).
     watchlist_from_kafka: bool = True
     webhooks: list[WebhookSettings] = Field(default_factory=list)
+    # kafka: the drainer sends outbox records to `kafka.topic`. local: no broker; the records stay in the
+    # outbox for a persist on this host (`persist.source: outbox`), as `alpr run` does by default.
+    delivery: Literal["kafka", "local"] = "kafka"
 
 
 class PersistSettings(_Section):
@@ -321,6 +327,13 @@ class PersistSettings(_Section):
     retry_max_s: float = Field(default=5.0, gt=0, le=600)
     # TimescaleDB only: chunks older than this are compressed (revisions of an event come within minutes).
     compress_after_days: int = Field(default=7, ge=1, le=36_500)
+    # kafka: consume `kafka.topic` (production). outbox: take the records straight from the events outbox
+    # on this host (`events.delivery: local`), deleting them only after the database commit (`alpr run`).
+    source: Literal["kafka", "outbox"] = "kafka"
+    # The outbox read with source outbox; None: `events.outbox_path` of the same configuration.
+    outbox_path: Path | None = None
+    # source outbox: how often an idle outbox is looked at for new records.
+    outbox_poll_s: float = Field(default=0.2, gt=0, le=60)
 
     @model_validator(mode="after")
     def _retry_bounds(self) -> Self:
@@ -546,8 +559,13 @@ class OcrThrottleSettings(_Section):
 
 
 class OcrRecognizerSettings(_Section):
-    """The OCR workers' recogniser: PP-OCRv4 recognition (ONNX, inside the rapidocr_onnxruntime wheel)."""
+    """The OCR workers' recogniser: the project's trained CRNN (`plate-crnn`) or PP-OCRv4 recognition
+    (`ppocr-v4`, inside the rapidocr_onnxruntime wheel); both ONNX Runtime."""
 
+    # Which recogniser reads the crops (the choice and its measurements: docs/architecture.md, OCR).
+    backend: Literal["plate-crnn", "ppocr-v4"] = "ppocr-v4"
+    # plate-crnn: crops narrower than this width/height are also read as two stacked rows (US plates ≥ 1.7).
+    stacked_max_aspect: float = Field(default=1.8, gt=0, le=10)
     # ONNX Runtime threads per worker process; one per worker is right when workers fill the cores.
     intra_op_threads: int = Field(default=1, ge=0, le=256)
     # Alternatives per character position, for events' format-guided correction.
@@ -586,6 +604,61 @@ class OcrSettings(_Section):
     jpeg_max_side: int = Field(default=320, ge=16, le=4096)
     # How long to wait for events to take a PlateRead before failing (reads are never dropped).
     send_timeout_s: float = Field(default=30.0, gt=0, le=3_600)
+
+
+class QuerySettings(_Section):
+    """The query service: the REST API over the plate store (Litestar under uvicorn, one process)."""
+
+    # Where the API listens; 0.0.0.0 exposes it beyond this host (put TLS termination in front).
+    host: str = "127.0.0.1"
+    port: Port = 8080
+    # Browser origins allowed to call the API (CORS); empty: none, ["*"]: any (the API key still applies).
+    cors_origins: list[str] = Field(default_factory=list)
+    # Per API key, per process: sustained requests per second and the burst above it (token bucket); 0: off.
+    rate_limit_per_s: float = Field(default=50.0, ge=0, le=1_000_000)
+    rate_limit_burst: int = Field(default=100, ge=1, le=1_000_000)
+    # Largest request body (a watchlist entry is a few hundred bytes); larger requests get 413.
+    max_body_bytes: int = Field(default=65_536, ge=1_024, le=64 << 20)
+    # Database connections of this process; a request holds one only for the length of its query.
+    pool_size: int = Field(default=10, ge=1, le=1_000)
+    # One API query may run this long; a slower one is cancelled and answered with 503, not left running.
+    statement_timeout_s: float = Field(default=10.0, gt=0, le=3_600)
+    # Largest page a client may ask for (`limit`): bounds the memory and time of one request.
+    max_page_size: int = Field(default=500, ge=1, le=10_000)
+    # A validated API key is trusted this long before it is looked up again (revocation bites within it).
+    key_cache_s: float = Field(default=10.0, ge=0, le=3_600)
+    # Publish watchlist changes to kafka.watchlist_topic for the edge; off: stored only (embedded, no broker).
+    watchlist_publish: bool = True
+    # A change request waits this long for the broker; then it answers "pending" and a retry loop sends it.
+    publish_timeout_s: float = Field(default=5.0, gt=0, le=600)
+    # How often changes not yet acknowledged by the broker are sent again.
+    republish_interval_s: float = Field(default=10.0, gt=0, le=86_400)
+    # Fuzzy plate search: pg_trgm's index when the server has it (auto), or a bounded scan scored in SQL.
+    fuzzy: Literal["auto", "trigram", "scan"] = "auto"
+    # The scan scores at most this many of the newest events that pass the other filters.
+    fuzzy_scan_limit: int = Field(default=50_000, ge=100, le=10_000_000)
+    # One log line per request (method, route, status, duration; never headers, so never a key).
+    access_log: bool = False
+
+
+class ViewSettings(_Section):
+    """`alpr view`: the live annotated view (an HTML page with one MJPEG stream per camera)."""
+
+    # Localhost by default: the page shows camera pictures and plates (personal data) without a login.
+    host: str = "127.0.0.1"
+    port: Port = 8090
+    # Annotated frames are JPEG-encoded at most this often per camera: encoding competes with inference.
+    max_fps: float = Field(default=15.0, gt=0, le=120)
+    # Frames wider than this are scaled down before drawing and encoding (a browser tile, not evidence).
+    max_width: int = Field(default=1280, ge=160, le=7680)
+    jpeg_quality: int = Field(default=80, ge=10, le=100)
+    # A frame is drawn this long after its detections arrived, so that the track and read of the same
+    # frame (a few ms behind on the same host) are on it too.
+    render_delay_s: float = Field(default=0.08, ge=0, le=2)
+    # A plate read stays on its track's box this long after the track was last seen (reads lag frames).
+    read_hold_s: float = Field(default=3.0, ge=0, le=600)
+    # With no detections for this long, a camera's raw frames are shown (detect not running or behind).
+    raw_after_s: float = Field(default=1.0, gt=0, le=60)
 
 
 class ServiceSettings(_Section):
@@ -662,6 +735,8 @@ class AlprSettings(BaseSettings):
     persist: PersistSettings = Field(default_factory=PersistSettings)
     ingest: IngestSettings = Field(default_factory=IngestSettings)
     ocr: OcrSettings = Field(default_factory=OcrSettings)
+    query: QuerySettings = Field(default_factory=QuerySettings)
+    view: ViewSettings = Field(default_factory=ViewSettings)
     services: ServicesSettings = Field(default_factory=ServicesSettings)
 
     @model_validator(mode="after")

@@ -85,7 +85,7 @@ class ModelSource:
 @dataclass(frozen=True)
 class ModelSpec:
     name: str
-    task: Literal["plate", "vehicle"]
+    task: Literal["plate", "vehicle", "ocr"]
     description: str
     licence: str
     file: str

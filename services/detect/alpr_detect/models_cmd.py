@@ -5,6 +5,8 @@
     alpr models fetch NAME [--url U] --sha256 HEX   download a source for users with internet
     alpr models verify [NAME…] [--load]       checksums (and, with --load, ONNX Runtime opens each)
     alpr models build-engine plate-yolov8n    TensorRT FP16 engine for this GPU (gpu extra)
+    alpr models train-ocr [--seed N] [--minutes M] [--out DIR] [--install]
+                                              retrain the plate-crnn recogniser (torch CPU; see --help)
 
 The cache directory is `detect.models_dir`, else $ALPR_MODELS_DIR, else ~/.cache/alpr/models
 (`--models-dir` overrides all). Exit codes: 0 ok, 1 failed, 2 bad usage or configuration.
@@ -143,7 +145,17 @@ def main(argv: Sequence[str]) -> int:
     engine.add_argument("name", nargs="?", default="plate-yolov8n")
     engine.add_argument("--max-batch", type=int, default=8)
     engine.add_argument("--input-size", type=int, default=960)
-    args = parser.parse_args(list(argv))
+    # train-ocr's own options are parsed by the training script (alpr_ocr.training.train).
+    sub.add_parser(
+        "train-ocr", add_help=False, help="train the plate-crnn recogniser from a seed (`train-ocr --help`)"
+    )
+    args, extra = parser.parse_known_args(list(argv))
+    if args.command == "train-ocr":
+        from alpr_ocr.training.train import main as train_main  # noqa: PLC0415 - torch; training only
+
+        return train_main(extra)
+    if extra:
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     handlers = {
         "list": _cmd_list,
         "fetch": _cmd_fetch,

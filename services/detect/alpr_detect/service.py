@@ -181,6 +181,7 @@ async def _detect_loop(
     detector: Detector,
     out: MessageSocket[FrameDetections],
     metrics: DetectMetrics,
+    monitor: MessageSocket[FrameDetections] | None = None,
 ) -> None:
     deadline_s = settings.batch_deadline_ms / 1000
     while not ctx.stopping.is_set():
@@ -204,17 +205,17 @@ async def _detect_loop(
         inference_ms = round(result.inference_s * 1000, 3)
         for msg, dets in result.done:
             wire = dets.to_messages()
-            await out.send(
-                FrameDetections(
-                    camera_id=msg.camera_id,
-                    frame=msg.frame,
-                    captured_at_ns=msg.captured_at_ns,
-                    detections=wire,
-                    backend=detector.backend_name,
-                    inference_ms=inference_ms,
-                ),
-                timeout=settings.send_timeout_s,
+            message = FrameDetections(
+                camera_id=msg.camera_id,
+                frame=msg.frame,
+                captured_at_ns=msg.captured_at_ns,
+                detections=wire,
+                backend=detector.backend_name,
+                inference_ms=inference_ms,
             )
+            await out.send(message, timeout=settings.send_timeout_s)
+            if monitor is not None:
+                await monitor.send(message)  # best effort: dropped when no viewer listens
             metrics.frames_out.labels(msg.camera_id).inc()
             metrics.latency.labels(msg.camera_id).observe(
                 max(0.0, (time.monotonic_ns() - msg.published_at_ns) / 1e9)
@@ -243,6 +244,9 @@ async def service_main(ctx: ServiceContext) -> None:
         stack.callback(frames.close)
         out: MessageSocket[FrameDetections] = ctx.socket("detections", "push", "bind", FrameDetections)
         stack.callback(out.close)
+        monitor = ctx.monitor(FrameDetections)
+        if monitor is not None:
+            stack.callback(monitor.close)
         subscription = FrameSubscription(frames, per_camera=settings.max_pending_per_camera)
         pool = FramePool(
             settings.max_pending_per_camera,
@@ -262,7 +266,15 @@ async def service_main(ctx: ServiceContext) -> None:
         async with asyncio.TaskGroup() as group:
             group.create_task(_receive(ctx, subscription, pool, metrics), name="detect-receive")
             group.create_task(
-                _detect_loop(ctx, settings=settings, pool=pool, detector=detector, out=out, metrics=metrics),
+                _detect_loop(
+                    ctx,
+                    settings=settings,
+                    pool=pool,
+                    detector=detector,
+                    out=out,
+                    metrics=metrics,
+                    monitor=monitor,
+                ),
                 name="detect-batch",
             )
         log.info("detect_stopped", reader_stale=reader.stats.stale, frames_read=reader.stats.frames_read)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import math
 import uuid
 from collections import OrderedDict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -32,9 +32,9 @@ from rapidfuzz import process
 from rapidfuzz.distance import Levenshtein
 
 from alpr_events.crops import cap_jpeg
-from alpr_events.plates import PlateCheck, PlateFormats, normalize
+from alpr_events.plates import Normalized, PlateCheck, PlateFormats, normalize
 from alpr_events.watchlist import Watchlist
-from alpr_shared.schemas import PlateEvent, PlateRead, WatchlistAlert
+from alpr_shared.schemas import CharCandidate, PlateEvent, PlateRead, WatchlistAlert
 
 # Namespace of event and alert ids (uuid5): fixed forever, or replays would get new ids.
 EVENT_NAMESPACE = uuid.UUID("6f1c5e52-4c8b-4d0f-9a35-2f3d7f0e9b1a")
@@ -102,6 +102,37 @@ def alert_id_for(event_id: str, entry_id: str) -> str:
 
 def _track_key(camera_id: str, track_id: int) -> str:
     return f"{camera_id}/{track_id}"
+
+
+@dataclass(frozen=True, slots=True)
+class CheckedRead:
+    """A read's text after normalisation and region-format correction, with its adjusted confidence."""
+
+    norm: Normalized
+    check: PlateCheck
+    confidence: float
+
+
+def check_read(
+    formats: PlateFormats,
+    regions: tuple[str, ...],
+    text: str,
+    confidence: float,
+    alternatives: Sequence[Sequence[CharCandidate]],
+    *,
+    max_changes: int,
+    confusable_weight: float,
+) -> CheckedRead | str:
+    """Normalise one OCR read and check it against the regions' formats (correcting it when a format is
+    in reach): the plate an event would carry, or the reason the read is dropped (`empty_text`,
+    `malformed`). Pure; `alpr eval` scores exactly this."""
+    norm = normalize(text, [[(c.char, c.confidence) for c in pos] for pos in alternatives])
+    if not norm.text:
+        return "empty_text"
+    if len(norm.text) > MAX_PLATE_LENGTH:
+        return "malformed"
+    check = formats.check(norm, regions, max_changes=max_changes, confusable_weight=confusable_weight)
+    return CheckedRead(norm, check, min(1.0, confidence * check.confidence_factor))
 
 
 class EventBuilder:
@@ -189,18 +220,18 @@ class EventBuilder:
         if reason is not None:
             return Outcome(dropped=reason)
         camera = self.cameras[read.camera_id]
-        norm = normalize(read.text, [[(c.char, c.confidence) for c in pos] for pos in read.alternatives])
-        if not norm.text:
-            return Outcome(dropped="empty_text")
-        if len(norm.text) > MAX_PLATE_LENGTH:
-            return Outcome(dropped="malformed")
-        check = self.formats.check(
-            norm,
+        checked = check_read(
+            self.formats,
             camera.regions,
+            read.text,
+            read.confidence,
+            read.alternatives,
             max_changes=self.config.correction_max_changes,
             confusable_weight=self.config.confusable_weight,
         )
-        confidence = min(1.0, read.confidence * check.confidence_factor)
+        if isinstance(checked, str):
+            return Outcome(dropped=checked)
+        check, confidence = checked.check, checked.confidence
         first_seen = read.first_seen_ns or now_ns
         last_seen = max(read.last_seen_ns or first_seen, first_seen)
         scope_key = camera.camera_id if self.config.dedup_scope == "camera" else f"site:{camera.site_id}"

@@ -40,6 +40,8 @@ BACKOFF_MAX_S = 5.0
 # How long one read-back of a partition tail may take before the check is retried.
 READBACK_TIMEOUT_S = 30.0
 DELIVERY_TIMEOUT_MIN_S = 10.0
+# How often the watchlist follower looks for a watchlist topic that does not exist yet.
+TOPIC_POLL_S = 5.0
 
 
 def producer_options(settings: KafkaSettings) -> dict[str, Any]:
@@ -329,6 +331,7 @@ class WatchlistFollower:
         logged = False
         while not stopping.is_set():
             try:
+                # Returns when stopping, or (topic not created yet) to be called again with a fresh consumer.
                 await self._follow(stopping)
             except (KafkaError, OSError, TimeoutError) as exc:
                 self.errors.labels("watchlist").inc()
@@ -340,8 +343,6 @@ class WatchlistFollower:
                     )
                     logged = True
                 await _wait_any(stopping, timeout=backoff.next())
-                continue
-            return
 
     async def _follow(self, stopping: asyncio.Event) -> None:
         consumer = AIOKafkaConsumer(
@@ -374,14 +375,15 @@ class WatchlistFollower:
 
     async def _partitions(self, consumer: AIOKafkaConsumer, stopping: asyncio.Event) -> list[TopicPartition]:
         topic = self.settings.watchlist_topic
-        while not stopping.is_set():
-            await consumer.topics()
-            partitions = consumer.partitions_for_topic(topic) or set()
-            if partitions:
-                return [TopicPartition(topic, p) for p in sorted(partitions)]
-            # The query service creates the topic with its first entry; until then, nothing to follow.
-            self._mark_caught_up()
-            await _wait_any(stopping, timeout=5.0)
+        await consumer.topics()
+        partitions = consumer.partitions_for_topic(topic) or set()
+        if partitions:
+            return [TopicPartition(topic, p) for p in sorted(partitions)]
+        # The query service creates the topic with its first entry; until then, nothing to follow. A
+        # consumer never learns of a topic created after it started (`topics()` does not refresh the
+        # metadata `partitions_for_topic` reads), so the caller looks again with a fresh consumer.
+        self._mark_caught_up()
+        await _wait_any(stopping, timeout=TOPIC_POLL_S)
         return []
 
     def _apply(self, records: Iterable[Any]) -> None:

@@ -11,6 +11,11 @@ Tables:
 
 Bound: past `max_bytes` of queued values, the oldest rows are deleted; the caller counts and logs them.
 
+Shared (`events.delivery: local`): another process on this host (persist with `persist.source: outbox`)
+deletes rows once they are stored, so the queued count and bytes are re-read from the file before the bound
+is applied rather than kept in memory. SQLite's WAL lets that reader work beside the events writer; each
+side waits for the other's short write transaction (`BUSY_TIMEOUT_S`).
+
 Threading: SQLite calls block, so `AsyncOutbox` runs them on one dedicated thread (one connection,
 strictly serialised); the event loop only awaits.
 """
@@ -27,6 +32,9 @@ from pathlib import Path
 from typing import Literal, TypeVar
 
 R = TypeVar("R")
+
+# How long a write waits for the other process's transaction on a shared outbox before it fails.
+BUSY_TIMEOUT_S = 30.0
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS outbox (
@@ -82,13 +90,21 @@ class Outbox:
     """Synchronous outbox on one SQLite connection; use from one thread (see `AsyncOutbox`)."""
 
     def __init__(
-        self, path: Path, *, max_bytes: int, synchronous: Literal["full", "normal"] = "full"
+        self,
+        path: Path,
+        *,
+        max_bytes: int,
+        synchronous: Literal["full", "normal"] = "full",
+        shared: bool = False,
     ) -> None:
         self.path = path
         self.max_bytes = max_bytes
+        self.shared = shared
         try:
             path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
+            self._db = sqlite3.connect(
+                path, isolation_level=None, check_same_thread=False, timeout=BUSY_TIMEOUT_S
+            )
         except (OSError, sqlite3.Error) as exc:
             raise OutboxError(f"cannot open the events outbox {path}: {exc}") from exc
         try:
@@ -130,6 +146,11 @@ class Outbox:
             if forget:
                 db.executemany("DELETE FROM open_events WHERE event_id = ?", [(e,) for e in forget])
             added = sum(len(r.value) for r in records)
+            if self.shared:  # another process deletes what it stored: count what is really queued
+                count, size = db.execute(
+                    "SELECT count(*), coalesce(sum(length(value)), 0) FROM outbox"
+                ).fetchone()
+                self.count, self.bytes = int(count) - len(records), int(size) - added
             dropped = dropped_bytes = 0
             if self.bytes + added > self.max_bytes:
                 dropped, dropped_bytes = self._drop_oldest(self.bytes + added - self.max_bytes)
@@ -211,12 +232,18 @@ class AsyncOutbox:
 
     @classmethod
     async def open(
-        cls, path: Path, *, max_bytes: int, synchronous: Literal["full", "normal"] = "full"
+        cls,
+        path: Path,
+        *,
+        max_bytes: int,
+        synchronous: Literal["full", "normal"] = "full",
+        shared: bool = False,
     ) -> AsyncOutbox:
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="events-outbox")
         try:
             outbox = await asyncio.get_running_loop().run_in_executor(
-                executor, partial(Outbox, path, max_bytes=max_bytes, synchronous=synchronous)
+                executor,
+                partial(Outbox, path, max_bytes=max_bytes, synchronous=synchronous, shared=shared),
             )
         except BaseException:
             executor.shutdown(wait=True)

@@ -11,6 +11,10 @@ pushes back on the coordinator instead of growing memory. The drainer sends outb
 order and deletes them once acknowledged. Nothing here waits for the broker: during an outage events
 accumulate on disk (bounded) and drain in order when it returns.
 
+With `events.delivery: local` (what `alpr run` uses without a broker) there is no producer and no
+watchlist consumer: the records stay in the outbox and a persist on this host takes them from there
+(`persist.source: outbox`), deleting each only after the database committed it.
+
 Never: publish an event that is not in the outbox first, log a credential, or crash on a bad read.
 """
 
@@ -270,7 +274,7 @@ async def service_main(ctx: ServiceContext) -> None:
     builder = EventBuilder(builder_config(events), formats, cameras, watchlist)
     metrics = EventsMetrics(ctx.metrics)
     metrics.watchlist.set(len(watchlist))
-    log.info("kafka_producer_settings", topic=settings.kafka.topic, **describe(settings.kafka))
+    local = _log_delivery(settings)
 
     async def reload(new: AlprSettings) -> None:
         try:
@@ -301,13 +305,14 @@ async def service_main(ctx: ServiceContext) -> None:
         stack.callback(sock.close)
 
         drain_stop = asyncio.Event()
-        drain_task = asyncio.create_task(drainer.run(drain_stop), name="events-drainer")
-        tasks = [drain_task]
+        tasks: list[asyncio.Task[None]] = []
+        if not local:
+            tasks.append(asyncio.create_task(drainer.run(drain_stop), name="events-drainer"))
         tasks += [
             asyncio.create_task(s.run(ctx.stopping), name=f"events-webhook-{s.index}")
             for s in webhooks.senders
         ]
-        if events.watchlist_from_kafka:
+        if events.watchlist_from_kafka and not local:
             follower = WatchlistFollower(
                 settings.kafka,
                 watchlist,
@@ -322,19 +327,36 @@ async def service_main(ctx: ServiceContext) -> None:
         )
 
         await _receive(ctx, sock, processor, tasks)
-        # Graceful stop: give the drainer a moment to send what is queued; the outbox keeps the rest.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(outbox.empty.wait(), FLUSH_ON_STOP_S)
-        drain_stop.set()
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(drain_task), FLUSH_ON_STOP_S)
+        if not local:
+            await _flush(outbox, drain_stop, tasks[0])
         log.info("events_stopped", queued=outbox.sync.count, delivered=drainer.delivered)
+
+
+def _log_delivery(settings: AlprSettings) -> bool:
+    """Say where records go; True for local delivery (no broker: persist reads the outbox itself)."""
+    if settings.events.delivery == "local":
+        log.info("local_delivery", outbox=str(settings.events.outbox_path), reason="persist reads the outbox")
+        return True
+    log.info("kafka_producer_settings", topic=settings.kafka.topic, **describe(settings.kafka))
+    return False
+
+
+async def _flush(outbox: AsyncOutbox, drain_stop: asyncio.Event, drain_task: asyncio.Task[None]) -> None:
+    """Graceful stop: give the drainer a moment to send what is queued; the outbox keeps the rest."""
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(outbox.empty.wait(), FLUSH_ON_STOP_S)
+    drain_stop.set()
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(asyncio.shield(drain_task), FLUSH_ON_STOP_S)
 
 
 async def _open_outbox(events: EventsSettings, builder: EventBuilder, stack: AsyncExitStack) -> AsyncOutbox:
     try:
         outbox = await AsyncOutbox.open(
-            events.outbox_path, max_bytes=events.outbox_max_bytes, synchronous=events.outbox_synchronous
+            events.outbox_path,
+            max_bytes=events.outbox_max_bytes,
+            synchronous=events.outbox_synchronous,
+            shared=events.delivery == "local",
         )
     except OutboxError as exc:
         raise ConfigError(f"{exc}; set events.outbox_path to a writable, persistent location") from exc

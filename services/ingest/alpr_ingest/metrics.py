@@ -34,6 +34,10 @@ class IngestMetrics:
         self.fps = metrics.gauge(
             "camera_fps", "Frames published per second (over the last seconds)", ["camera"]
         )
+        # What a supervisor (`alpr run`) watches to know a file run is over.
+        self.finished = metrics.gauge(
+            "camera_finished_info", "1 once the camera's source (a file, a folder) reached its end", ["camera"]
+        )
         self.last_frame_age = metrics.gauge(
             "camera_last_frame_age_seconds", "Seconds since the camera's last published frame", ["camera"]
         )
@@ -62,6 +66,7 @@ class IngestMetrics:
         for reason in DROP_REASONS:
             self.dropped.labels(camera, reason)
         self.connected.labels(camera).set(0)
+        self.finished.labels(camera).set(0)
         self.fps.labels(camera).set(0)
         self.last_frame_age.labels(camera).set_function(age)
 
@@ -71,6 +76,7 @@ class IngestMetrics:
             self.frames,
             self.write_seconds,
             self.connected,
+            self.finished,
             self.fps,
             self.last_frame_age,
             self.reconnects,

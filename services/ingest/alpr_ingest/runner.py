@@ -136,6 +136,7 @@ class CameraRunner:
                 self._metrics.connected.labels(cam.id).set(0)
                 if outcome == "ended":
                     self.status.state = "finished"
+                    self._metrics.finished.labels(cam.id).set(1)
                     log.info("camera_finished", camera=cam.id, frames=writer.last_seq)
                     return
                 if outcome == "stopped" or self._stop_async.is_set():

@@ -32,6 +32,12 @@ PLATE_ALPHABET = string.ascii_uppercase + string.digits
 MODEL_PACKAGE = "rapidocr_onnxruntime"
 MODEL_FILE = "models/ch_PP-OCRv4_rec_infer.onnx"
 INPUT_HEIGHT = 48  # PP-OCRv4 recognition is trained on 48-pixel-high lines
+PPOCR_MODEL_NAME = "ppocr-v4"
+# Recognisers by name: `RecognizerOptions.backend` (settings `ocr.recognizer.backend`) picks one.
+BACKENDS: dict[str, str] = {
+    "plate-crnn": "the project's CRNN trained on synthetic + US plates (alpr models train-ocr), ONNX Runtime",
+    "ppocr-v4": "PaddleOCR PP-OCRv4 recognition (inside the rapidocr_onnxruntime wheel), plate-alphabet decoding",
+}
 
 Image = npt.NDArray[np.uint8]
 
@@ -75,6 +81,10 @@ class RecognizerOptions:
     # CTC more time steps (doubled letters such as `AAAC` survive; measured on plate-crops-us).
     width_stretch: float = 1.25
     max_input_width: int = 640
+    # Which recogniser (a key of BACKENDS).
+    backend: str = "ppocr-v4"
+    # plate-crnn: crops narrower than this width/height are also read as two stacked rows.
+    stacked_max_aspect: float = 1.8
 
 
 def model_path() -> Path:
@@ -212,6 +222,8 @@ class Recognizer:
         import onnxruntime as ort  # type: ignore[import-untyped]  # noqa: PLC0415 - heavy; only the worker needs it
 
         options = options or RecognizerOptions()
+        if cls is Recognizer and options.backend == "plate-crnn":
+            return CrnnRecognizer.open(options, path)
         path = path or model_path()
         so = ort.SessionOptions()
         so.intra_op_num_threads = options.intra_op_threads
@@ -293,3 +305,156 @@ class Recognizer:
 
 def _better(a: Reading, b: Reading) -> Reading:
     return b if b.confidence > a.confidence and b.text else a
+
+
+# --- the project's own plate recogniser (CRNN + CTC, trained by `alpr models train-ocr`) --------------------
+# Pure pre- and post-processing live here, so that training (alpr_ocr.training) and run time share exactly
+# one definition of the network's input and of its decoding.
+
+CRNN_MODEL_NAME = "plate-crnn"
+CRNN_MODEL_FILE = "models/plate-crnn.onnx"  # inside this package: small (< 5 MB), checked by the manifest
+CRNN_HEIGHT = 48
+CRNN_WIDTH = 160
+CRNN_CLASSES = 1 + len(PLATE_ALPHABET)  # CTC blank first, then A–Z 0–9
+_CRNN_INDEX = np.arange(1, CRNN_CLASSES, dtype=np.int64)
+_CRNN_NO_LOWER = np.full(len(PLATE_ALPHABET), -1, dtype=np.int64)
+
+
+def to_grey(crop: Image) -> Image:
+    if crop.ndim == 2:
+        return crop
+    if crop.shape[2] == 1:
+        return crop[:, :, 0]
+    if crop.shape[2] == 4:
+        return cv2.cvtColor(crop, cv2.COLOR_BGRA2GRAY)  # type: ignore[return-value]
+    return cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY)  # type: ignore[return-value]
+
+
+def row_cut(grey: Image) -> int:
+    """The row between the two text lines of a stacked plate: the least-inked row of the middle band.
+
+    Ink is whatever differs most from the plate's background (the median level), so dark-on-light and
+    light-on-dark plates are treated alike."""
+    h = int(grey.shape[0])
+    if h < 8:
+        return h // 2
+    g = grey.astype(np.float32)
+    ink = np.abs(g - float(np.median(g)))
+    profile = ink.mean(axis=1)
+    k = max(1, h // 48)  # light smoothing: the gap between rows is only a few pixels
+    smooth = np.convolve(profile, np.ones(2 * k + 1, np.float32) / (2 * k + 1), mode="same")
+    lo, hi = int(h * 0.3), int(h * 0.7)
+    return lo + int(np.argmin(smooth[lo:hi]))
+
+
+def crnn_input(crop: Image, rows: int = 1) -> npt.NDArray[np.float32]:
+    """The network input for one crop: (1, 48, 160) float32, grey, zero mean and unit variance.
+
+    `rows=2` reads a stacked plate: the crop is cut at `row_cut` and the two rows are laid side by side
+    (top row left), each stretched to half the width, so that the model reads one line top-row first."""
+    grey = to_grey(crop)
+    if rows == 2:
+        cut = row_cut(grey)
+        half = CRNN_WIDTH // 2
+        top = cv2.resize(grey[: max(1, cut)], (half, CRNN_HEIGHT), interpolation=cv2.INTER_AREA)
+        bottom = cv2.resize(grey[cut:], (half, CRNN_HEIGHT), interpolation=cv2.INTER_AREA)
+        line = np.hstack([top, bottom])
+    else:
+        interp = cv2.INTER_AREA if grey.shape[0] > CRNN_HEIGHT else cv2.INTER_LINEAR
+        line = cv2.resize(grey, (CRNN_WIDTH, CRNN_HEIGHT), interpolation=interp)
+    x = line.astype(np.float32)
+    x = (x - float(x.mean())) / max(float(x.std()), 8.0)
+    return x[None]
+
+
+def crnn_decode(
+    probs: npt.NDArray[np.float32], *, top_k: int = 3, min_alternative: float = 0.01
+) -> tuple[str, float, list[list[CharCandidate]]]:
+    """Greedy CTC decoding of the CRNN's (T, 37) softmax output (blank, A–Z, 0–9)."""
+    return ctc_decode(probs, _CRNN_INDEX, _CRNN_NO_LOWER, top_k=top_k, min_alternative=min_alternative)
+
+
+def crnn_model_path() -> Path:
+    """The trained CRNN shipped inside this package (see models.yaml, entry `plate-crnn`)."""
+    path = Path(__file__).with_name("models") / "plate-crnn.onnx"
+    if not path.is_file():
+        raise RecognizerError(
+            f"the trained plate recogniser {path} is missing; reinstall alpr-platform or rebuild it with "
+            "`alpr models train-ocr --install`"
+        )
+    return path
+
+
+class CrnnRecognizer(Recognizer):
+    """The project's CRNN (`plate-crnn`, trained by `alpr models train-ocr`) on ONNX Runtime.
+
+    One pass per crop; a crop narrower than `options.stacked_max_aspect` is also read as a stacked
+    (two-row) plate — rows cut apart and laid side by side, as the model was trained — and the more
+    confident read wins. Not thread-safe: one per worker thread."""
+
+    def __init__(self, session: Any, options: RecognizerOptions, path: Path) -> None:
+        self._session = session
+        self._input = session.get_inputs()[0].name
+        self.options = options
+        self.backend = "onnxruntime-cpu"
+        self.path = path
+        self.metadata: dict[str, str] = dict(session.get_modelmeta().custom_metadata_map)
+
+    @classmethod
+    def open(cls, options: RecognizerOptions | None = None, path: Path | None = None) -> CrnnRecognizer:
+        import onnxruntime as ort  # noqa: PLC0415 - heavy; only the worker needs it
+
+        options = options or RecognizerOptions(backend=CRNN_MODEL_NAME)
+        path = path or crnn_model_path()
+        so = ort.SessionOptions()
+        so.intra_op_num_threads = options.intra_op_threads
+        so.inter_op_num_threads = 1
+        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        so.log_severity_level = 3
+        try:
+            session = ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # onnxruntime raises its own untyped errors
+            raise RecognizerError(f"cannot load the OCR model {path}: {exc}") from exc
+        shape = session.get_inputs()[0].shape
+        if list(shape[1:]) != [1, CRNN_HEIGHT, CRNN_WIDTH]:
+            raise RecognizerError(f"{path} takes input {shape}, not (N, 1, {CRNN_HEIGHT}, {CRNN_WIDTH})")
+        alphabet = session.get_modelmeta().custom_metadata_map.get("alphabet", PLATE_ALPHABET)
+        if alphabet != PLATE_ALPHABET:
+            raise RecognizerError(f"{path} was trained for the alphabet {alphabet!r}, not {PLATE_ALPHABET!r}")
+        return cls(session, options, path)
+
+    def close(self) -> None:
+        self._session = None
+
+    def probabilities(self, batch: npt.NDArray[np.float32]) -> npt.NDArray[np.float32]:
+        """(N, 1, 48, 160) inputs → (N, T, 37) probabilities."""
+        if self._session is None:
+            raise RecognizerError("recognizer is closed")
+        (probs,) = self._session.run(None, {self._input: batch})
+        return probs  # type: ignore[no-any-return]
+
+    def read(self, crop: Image) -> Reading:
+        if crop.size == 0 or min(crop.shape[:2]) < 4:
+            return Reading("", 0.0, [], "too-small")
+        crop = np.ascontiguousarray(crop)
+        h, w = crop.shape[:2]
+        inputs = [crnn_input(crop, rows=1)]
+        stacked = w / h < self.options.stacked_max_aspect
+        if stacked:
+            inputs.append(crnn_input(crop, rows=2))
+        probs = self.probabilities(np.stack(inputs))
+        kw = {"top_k": self.options.top_k, "min_alternative": self.options.min_alternative}
+        best = Reading(*crnn_decode(probs[0], **kw), strategy="plain")  # type: ignore[arg-type]
+        if stacked:
+            best = _better(best, Reading(*crnn_decode(probs[1], **kw), strategy="two-rows"))  # type: ignore[arg-type]
+        return best
+
+
+def open_recognizer(options: RecognizerOptions | None = None, path: Path | None = None) -> Recognizer:
+    """The recogniser `options.backend` names (`ppocr-v4` or `plate-crnn`)."""
+    options = options or RecognizerOptions()
+    if options.backend == CRNN_MODEL_NAME:
+        return CrnnRecognizer.open(options, path)
+    if options.backend == PPOCR_MODEL_NAME:
+        return Recognizer.open(options, path)
+    raise RecognizerError(f"unknown recognizer backend {options.backend!r}; known: {', '.join(BACKENDS)}")

@@ -301,8 +301,10 @@ class CoordinatorService:
         jobs: RouterSocket[OcrResult | OcrWorkerReady, OcrJob],
         reads: MessageSocket[PlateRead],
         metrics: CoordinatorMetrics,
+        monitor: MessageSocket[PlateRead] | None = None,
     ) -> None:
         self.ctx = ctx
+        self.monitor = monitor
         self.c = coordinator
         self.tracks = tracks
         self.jobs = jobs
@@ -326,6 +328,8 @@ class CoordinatorService:
                 self.metrics.jobs.labels("sent").inc()
             for read in self.c.drain_outbox():
                 await self.reads.send(read, timeout=self.c.settings.send_timeout_s)
+                if self.monitor is not None:
+                    await self.monitor.send(read)  # best effort: dropped when no viewer listens
                 self.metrics.reads.labels(str(read.final).lower()).inc()
             d = self.c.dispatcher
             self.metrics.queue.set(d.depth)
@@ -402,6 +406,9 @@ async def service_main(ctx: ServiceContext) -> None:
         stack.callback(tracks.close)
         reads = ctx.socket("plate_reads", "push", "bind", PlateRead, reliable=True)
         stack.callback(reads.close)
+        monitor = ctx.monitor(PlateRead)
+        if monitor is not None:
+            stack.callback(monitor.close)
         jobs: RouterSocket[OcrResult | OcrWorkerReady, OcrJob] = open_router(
             ctx.zmq_context,
             name="ocr_jobs",
@@ -416,7 +423,9 @@ async def service_main(ctx: ServiceContext) -> None:
         coordinator = Coordinator(settings, reader, metrics)
         ctx.health.set_ready()
         log.info("ocr_coordinator_ready", jobs=ctx.settings.endpoint("ocr_jobs"))
-        service = CoordinatorService(ctx, coordinator, tracks=tracks, jobs=jobs, reads=reads, metrics=metrics)
+        service = CoordinatorService(
+            ctx, coordinator, tracks=tracks, jobs=jobs, reads=reads, metrics=metrics, monitor=monitor
+        )
         try:
             await service.run()
         except* TransportError as group:

@@ -21,30 +21,19 @@ import time
 
 import numpy as np
 
-from alpr_ocr.recognizer import Recognizer, RecognizerOptions
+from alpr_ocr.reading import PlateReader, open_reader, recognizer_options
 from alpr_shared.lifecycle import ServiceContext
 from alpr_shared.logging import get_logger
 from alpr_shared.schemas import OcrJob, OcrResult, OcrWorkerReady
-from alpr_shared.settings import OcrSettings
 from alpr_shared.transport import DealerSocket, TransportError, open_dealer
 
 log = get_logger(__name__)
 
 
-def recognizer_options(settings: OcrSettings) -> RecognizerOptions:
-    r = settings.recognizer
-    return RecognizerOptions(
-        intra_op_threads=r.intra_op_threads,
-        top_k=r.top_k,
-        contrast=r.contrast,
-        weak_confidence=r.weak_confidence,
-        second_scale=r.second_scale,
-        two_row_aspect=r.two_row_aspect,
-        width_stretch=r.width_stretch,
-    )
+__all__ = ["Worker", "read_job", "recognizer_options", "service_main"]
 
 
-def read_job(recognizer: Recognizer, job: OcrJob, worker_id: str) -> OcrResult:
+def read_job(recognizer: PlateReader, job: OcrJob, worker_id: str) -> OcrResult:
     """Decode the job's crop and read it (runs in the worker's thread)."""
     start = time.perf_counter()
     expected = job.crop_height * job.crop_width * job.crop_channels
@@ -74,7 +63,7 @@ class Worker:
     def __init__(
         self,
         ctx: ServiceContext,
-        recognizer: Recognizer,
+        recognizer: PlateReader,
         sock: DealerSocket[OcrJob, OcrResult | OcrWorkerReady],
         worker_id: str,
     ) -> None:
@@ -163,7 +152,7 @@ class Worker:
 async def service_main(ctx: ServiceContext) -> None:
     settings = ctx.settings.ocr
     worker_id = f"{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(2)}"
-    recognizer = await asyncio.to_thread(Recognizer.open, recognizer_options(settings))
+    recognizer = await asyncio.to_thread(open_reader, settings)
     try:
         sock: DealerSocket[OcrJob, OcrResult | OcrWorkerReady] = open_dealer(
             ctx.zmq_context,

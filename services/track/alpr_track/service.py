@@ -116,8 +116,10 @@ class Pump:
         tracking: Tracking,
         pull: MessageSocket[FrameDetections],
         push: MessageSocket[TrackMessage],
+        monitor: MessageSocket[TrackMessage] | None = None,
     ) -> None:
         self.ctx = ctx
+        self.monitor = monitor
         self.tracking = tracking
         self.pull = pull
         self.push = push
@@ -147,6 +149,8 @@ class Pump:
         timeout = self.tracking.settings.send_timeout_s
         for message in messages:
             await self.push.send(message, timeout=timeout)
+            if self.monitor is not None:
+                await self.monitor.send(message)  # best effort: dropped when no viewer listens
             self._messages.labels(message.camera_id, message.phase).inc()
             if message.phase == "ended":
                 self._ended.labels(message.camera_id, message.end_reason or "unknown").inc()
@@ -193,11 +197,14 @@ async def service_main(ctx: ServiceContext) -> None:
     except BaseException:
         pull.close()
         raise
+    monitor = ctx.monitor(TrackMessage)
     try:
-        pump = Pump(ctx, tracking, pull, push)
+        pump = Pump(ctx, tracking, pull, push, monitor)
         ctx.health.set_ready()
         log.info("tracking", detections=pull.endpoint.address, tracks=push.endpoint.address)
         await pump.run()
     finally:
         pull.close()
         push.close()
+        if monitor is not None:
+            monitor.close()

@@ -1,0 +1,472 @@
+"""Benchmark of `alpr query` on 1,000,000 stored plate events, against a bare Litestar + asyncpg endpoint
+running the equivalent SQL, in the same run.
+
+What it does, on a PostgreSQL 15 it starts itself (tests/harness; fsync off):
+1. migrates a database (persist's migrations) and loads 1,000,000 events over the last 29 days, 20 cameras,
+   200,000 distinct plates (about 5 sightings each), generated in SQL (`generate_series`), indexes built
+   after the load, then ANALYZE. `--keep-db DIR` keeps the cluster in DIR and reuses it on later runs.
+2. starts two servers, each its own process with one worker, uvicorn + httptools, pool of 10:
+   - ours: `python -m alpr_shared.cli query` (API keys with the cache, rate limit on but high, metrics,
+     error handling, parameter checks — everything the service does);
+   - bare: Litestar + asyncpg with no auth and no checks, answering the same SQL with the same JSON fields.
+3. for each endpoint — `GET /v1/events?camera=cam-N&limit=50` (camera rotating) and the plate lookup
+   `GET /v1/plates/{plate}` (plate rotating over known plates; bare: the same two SELECTs in one
+   repeatable-read transaction) — runs a load generator in a separate process (asyncio, raw HTTP/1.1
+   keep-alive, 50 connections), bare and ours alternately, and reads req/s and latency percentiles.
+4. reads the query process's peak RSS (VmHWM from /proc) before stopping it.
+
+Targets (issue 11): ours ≥ 80 % of the bare endpoint's req/s on each endpoint, p99 ≤ 100 ms, query process
+peak RSS ≤ 256 MB. The machine has 2 cores shared by PostgreSQL, the server and the load generator.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import atexit
+import json
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # `bench/query.py` runs as a script
+
+import asyncpg
+import yaml
+from tests.harness import PostgresServer, ServerError, free_port
+
+from alpr_persist import migrate, partitions
+from alpr_persist.store import init_connection
+from alpr_shared.settings import PersistSettings
+from bench._common import ROOT, bench_parser, finish, fmt, machine_line, percentile, table
+
+EVENTS = 1_000_000
+CAMERAS = 20
+PLATES = 200_000
+DAYS = 29
+CONNECTIONS = 50
+POOL = 10
+TARGET_RATIO = 0.80
+TARGET_P99_MS = 100.0
+TARGET_RSS_MB = 256.0
+LOAD_MARKER = "bench_query_load_v1"
+
+# Only this module's integer constants are spliced into the SQL.
+LOAD_SQL = f"""
+INSERT INTO plate_events (
+    event_id, first_seen, last_seen, revision, camera_id, site_id, camera_name, plate, plate_raw, region,
+    format_valid, corrected, confidence, track_id, tracks, reads, final, best_shot_at, direction,
+    vehicle_class, plate_box, crossed_line, watchlist, has_plate_image, has_vehicle_image, schema_version,
+    emitted_at)
+SELECT
+    'ev-' || lpad(i::text, 8, '0'),
+    t, t + interval '3 seconds', 1,
+    'cam-' || (i % {CAMERAS}), 'site-' || (i % {CAMERAS} / 5), 'Gate ' || (i % {CAMERAS}),
+    p, p, 'us', (i % 10) <> 0, false, 0.5 + ((i * 37) % 50) / 100.0, i, 1, 3, true,
+    t + interval '1 second', (ARRAY['in', 'out'])[1 + i % 2], (ARRAY['car', 'truck', 'bus'])[1 + i % 3],
+    ARRAY[100, 200, 220, 240]::real[], false,
+    CASE WHEN i % 97 = 0 THEN ARRAY['stolen'] ELSE '{{}}'::text[] END, false, false, 1, t + interval '4 seconds'
+FROM (
+    SELECT i,
+           now() - (i * ({DAYS} * 86400.0 / {EVENTS})) * interval '1 second' AS t,
+           chr(65 + (k % 23)) || chr(65 + (k / 23 % 23)) || chr(65 + (k / 529 % 23))
+               || lpad((k / 12167 % 1000)::text, 3, '0') AS p
+    FROM (SELECT i, ((i::bigint * 7919) % {PLATES})::int AS k FROM generate_series(1, {EVENTS}) AS i) AS s
+) AS g
+"""  # noqa: S608
+
+
+# ------------------------------------------------------------------------------------------ database
+
+
+def _kept_server(directory: Path) -> PostgresServer:
+    """A cluster whose directory outlives the run (`--keep-db`): reused when it already holds data."""
+    directory.mkdir(parents=True, exist_ok=True)
+    server = PostgresServer(base_dir=directory, port=_kept_port(directory))
+    existing = sorted(p for p in directory.glob("alpr-pg-*") if (p / "data" / "PG_VERSION").exists())
+    if existing:
+        server._workdir = existing[-1]
+    return server
+
+
+def _kept_port(directory: Path) -> int:
+    path = directory / "port"
+    if path.exists():
+        return int(path.read_text())
+    port = free_port()
+    path.write_text(str(port))
+    return port
+
+
+async def prepare(dsn: str) -> float:
+    """Migrate and load the events (skipped when already loaded); returns the load time in s (0: reused)."""
+    conn = await asyncpg.connect(dsn)
+    try:
+        if await conn.fetchval("SELECT to_regclass($1) IS NOT NULL", LOAD_MARKER):
+            count = await conn.fetchval("SELECT count(*) FROM plate_events")
+            if count == EVENTS:
+                return 0.0
+        started = time.perf_counter()
+        await migrate.migrate(conn, PersistSettings())
+        today = partitions.today_utc()
+        await partitions.ensure_partitions(
+            conn, "plate_events", {today - timedelta(days=d) for d in range(DAYS + 2)}
+        )
+        await conn.execute("TRUNCATE plate_events, plate_events_hourly, cameras")
+        indexes = await conn.fetch(
+            """SELECT indexname, indexdef FROM pg_indexes
+               WHERE tablename = 'plate_events' AND indexname <> 'plate_events_pkey'"""
+        )
+        for row in indexes:
+            await conn.execute(f'DROP INDEX "{row["indexname"]}"')
+        await conn.execute(LOAD_SQL)
+        for row in indexes:
+            await conn.execute(row["indexdef"])
+        await conn.execute(
+            """INSERT INTO plate_events_hourly (bucket, camera_id, events, format_valid, watchlist_hits, confidence_sum)
+               SELECT date_trunc('hour', first_seen, 'UTC'), camera_id, count(*),
+                      count(*) FILTER (WHERE format_valid), count(*) FILTER (WHERE watchlist <> '{}'),
+                      sum(confidence)
+               FROM plate_events GROUP BY 1, 2"""
+        )
+        await conn.execute(
+            """INSERT INTO cameras (camera_id, site_id, name, first_event_at, last_event_at)
+               SELECT camera_id, min(site_id), min(camera_name), min(first_seen), max(first_seen)
+               FROM plate_events GROUP BY camera_id"""
+        )
+        await conn.execute("VACUUM ANALYZE plate_events")
+        await conn.execute(f"CREATE TABLE IF NOT EXISTS {LOAD_MARKER} ()")
+        return time.perf_counter() - started
+    finally:
+        await conn.close()
+
+
+async def sample_plates(dsn: str, n: int) -> list[str]:
+    conn = await asyncpg.connect(dsn)
+    try:
+        rows = await conn.fetch(
+            "SELECT plate FROM plate_events WHERE first_seen > now() - interval '1 day' GROUP BY plate LIMIT $1",
+            n,
+        )
+        return [r["plate"] for r in rows]
+    finally:
+        await conn.close()
+
+
+async def create_key(dsn: str) -> str:
+    from alpr_query.db import Database  # noqa: PLC0415 - only the main process needs the service's code
+    from alpr_query.keys.repository import KeyRepository  # noqa: PLC0415
+
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=1, init=init_connection)
+    try:
+        return (await KeyRepository(Database(pool)).create("bench", ["read"]))[1]
+    finally:
+        await pool.close()
+
+
+# ------------------------------------------------------------------------------------- bare server
+
+
+def bare_server(dsn: str, port: int) -> None:
+    """Litestar + asyncpg, no auth, no checks: the same SQL and JSON fields as the service."""
+    import uvicorn  # noqa: PLC0415 - only the bare server's process needs these
+    from litestar import Litestar, get  # noqa: PLC0415
+
+    from alpr_query.events.repository import SUMMARY_COLUMNS  # noqa: PLC0415
+
+    cols = ", ".join(SUMMARY_COLUMNS)
+    state: dict[str, asyncpg.Pool] = {}
+
+    async def startup() -> None:
+        state["pool"] = await asyncpg.create_pool(dsn, min_size=1, max_size=POOL)
+
+    async def shutdown() -> None:
+        await state["pool"].close()
+
+    @get("/v1/events", sync_to_thread=False)
+    async def events(camera: str, limit: int = 50) -> dict[str, Any]:
+        rows = await state["pool"].fetch(
+            f"SELECT {cols} FROM plate_events WHERE camera_id = $1 "  # noqa: S608 - constant columns
+            "ORDER BY first_seen DESC, event_id DESC LIMIT $2",
+            camera,
+            limit + 1,
+        )
+        return {"items": [dict(r) for r in rows[:limit]], "next": None, "limit": limit}
+
+    @get("/v1/plates/{plate:str}")
+    async def plate(plate: str) -> dict[str, Any]:
+        async with (
+            state["pool"].acquire() as conn,
+            conn.transaction(isolation="repeatable_read", readonly=True),
+        ):
+            cameras = await conn.fetch(
+                """SELECT camera_id, count(*) AS count, min(first_seen) AS first_seen, max(last_seen) AS last_seen
+                   FROM plate_events WHERE plate = $1 GROUP BY camera_id ORDER BY max(last_seen) DESC, camera_id""",
+                plate,
+            )
+            sightings = await conn.fetch(
+                f"SELECT {cols} FROM plate_events WHERE plate = $1 ORDER BY first_seen DESC, event_id DESC LIMIT 100",  # noqa: S608
+                plate,
+            )
+        return {
+            "plate": plate,
+            "cameras": [dict(r) for r in cameras],
+            "sightings": [dict(r) for r in sightings],
+        }
+
+    app = Litestar([events, plate], on_startup=[startup], on_shutdown=[shutdown], logging_config=None)
+    uvicorn.run(app, host="127.0.0.1", port=port, http="httptools", log_level="warning", access_log=False)
+
+
+# ---------------------------------------------------------------------------------- load generator
+
+
+async def _load(
+    port: int, paths: list[str], headers: str, seconds: float, connections: int
+) -> dict[str, Any]:
+    latencies: list[float] = []
+    statuses: dict[int, int] = {}
+    deadline = time.perf_counter() + seconds
+
+    async def client(offset: int) -> None:
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        i = offset
+        try:
+            while time.perf_counter() < deadline:
+                path = paths[i % len(paths)]
+                i += connections
+                started = time.perf_counter()
+                writer.write(f"GET {path} HTTP/1.1\r\nHost: bench\r\n{headers}\r\n".encode())
+                status = int((await reader.readline()).split()[1])
+                length = 0
+                while (line := await reader.readline()) != b"\r\n":
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                await reader.readexactly(length)
+                latencies.append(time.perf_counter() - started)
+                statuses[status] = statuses.get(status, 0) + 1
+        finally:
+            writer.close()
+            await writer.wait_closed()
+
+    started = time.perf_counter()
+    await asyncio.gather(*(client(k) for k in range(connections)))
+    elapsed = time.perf_counter() - started
+    return {
+        "requests": len(latencies),
+        "seconds": elapsed,
+        "statuses": statuses,
+        "p50_ms": percentile(latencies, 50) * 1000,
+        "p99_ms": percentile(latencies, 99) * 1000,
+    }
+
+
+def load_main(args: argparse.Namespace) -> None:
+    import uvloop  # noqa: PLC0415 - the generator's own process
+
+    spec = json.loads(args.load)
+    result = uvloop.run(_load(spec["port"], spec["paths"], spec["headers"], spec["seconds"], CONNECTIONS))
+    print(json.dumps(result))
+
+
+def run_load(port: int, paths: list[str], headers: str, seconds: float) -> dict[str, Any]:
+    spec = json.dumps({"port": port, "paths": paths, "headers": headers, "seconds": seconds})
+    proc = subprocess.run(
+        [sys.executable, __file__, "--load", spec],
+        capture_output=True,
+        text=True,
+        timeout=seconds + 60,
+        check=True,
+    )
+    result: dict[str, Any] = json.loads(proc.stdout.strip().splitlines()[-1])
+    return result
+
+
+# ------------------------------------------------------------------------------------------- main
+
+
+def _wait_http(port: int, path: str, proc: subprocess.Popen[bytes], timeout: float = 60.0) -> None:
+    import urllib.error  # noqa: PLC0415
+    import urllib.request  # noqa: PLC0415
+
+    deadline = time.monotonic() + timeout
+    while True:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server on port {port} exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, ConnectionError, TimeoutError):
+            pass
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"server on port {port} not ready after {timeout} s")
+        time.sleep(0.2)
+
+
+def _peak_rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def main() -> int:
+    parser = bench_parser(__doc__.splitlines()[0] if __doc__ else None)
+    parser.add_argument(
+        "--keep-db", type=Path, help="keep the PostgreSQL cluster here and reuse it next time"
+    )
+    parser.add_argument("--load", help=argparse.SUPPRESS)
+    parser.add_argument("--bare-server", nargs=2, metavar=("DSN", "PORT"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.load:
+        load_main(args)
+        return 0
+    if args.bare_server:
+        bare_server(args.bare_server[0], int(args.bare_server[1]))
+        return 0
+
+    seconds = 5.0 if args.quick else 20.0
+    rounds = 1 if args.quick else 2
+    print(machine_line())
+    print(
+        f"{EVENTS:,} events, {CAMERAS} cameras, {PLATES:,} plates; {CONNECTIONS} connections, "
+        f"{seconds:.0f} s per measurement, {rounds} round(s), servers: 1 process each, pool {POOL}"
+    )
+    pg = _kept_server(args.keep_db) if args.keep_db else PostgresServer()
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        pg.start()
+        if args.keep_db:
+            atexit.unregister(pg.close)  # the kept cluster must survive this process
+        try:
+            dsn = pg.create_database("bench_query")
+        except ServerError:  # already there in a kept cluster
+            dsn = pg.dsn_for("bench_query")
+        load_s = asyncio.run(prepare(dsn))
+        print(
+            f"load: {'reused the kept database' if load_s == 0 else f'{load_s:.1f} s (SQL generate_series, indexes after)'}"
+        )
+        key = asyncio.run(create_key(dsn))
+        plates = asyncio.run(sample_plates(dsn, 2000))
+        ours_port, bare_port = free_port(), free_port()
+        workdir = Path(tempfile.mkdtemp(prefix="bench-query-"))
+        config = workdir / "alpr.yaml"
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "database": {"url": dsn},
+                    "query": {
+                        "port": ours_port,
+                        "pool_size": POOL,
+                        "watchlist_publish": False,
+                        "rate_limit_per_s": 1_000_000,  # on (the code path runs) but never the limit
+                        "rate_limit_burst": 1_000_000,
+                    },
+                    "services": {"query": {"metrics_port": 0}},
+                    "log": {"level": "warning", "format": "json"},
+                }
+            )
+        )
+        env = {**os.environ, "PYTHONPATH": str(ROOT)}
+        ours = subprocess.Popen(
+            [sys.executable, "-m", "alpr_shared.cli", "query", "-c", str(config)], env=env, cwd=ROOT
+        )
+        procs.append(ours)
+        bare = subprocess.Popen(
+            [sys.executable, __file__, "--bare-server", dsn, str(bare_port)], env=env, cwd=ROOT
+        )
+        procs.append(bare)
+        _wait_http(ours_port, "/health/ready", ours)
+        _wait_http(bare_port, "/v1/events?camera=cam-1", bare)
+
+        endpoints = {
+            "events?camera": [f"/v1/events?camera=cam-{i % CAMERAS}&limit=50" for i in range(CAMERAS)],
+            "plates/{plate}": [f"/v1/plates/{p}" for p in plates],
+        }
+        auth = f"Authorization: Bearer {key}\r\n"
+        for paths in endpoints.values():  # warm-up: connections, plans, caches
+            run_load(ours_port, paths, auth, 2.0)
+            run_load(bare_port, paths, "", 2.0)
+        results: dict[tuple[str, str], list[dict[str, Any]]] = {}
+        for _ in range(rounds):
+            for name, paths in endpoints.items():
+                results.setdefault((name, "bare"), []).append(run_load(bare_port, paths, "", seconds))
+                results.setdefault((name, "ours"), []).append(run_load(ours_port, paths, auth, seconds))
+        rss_mb = _peak_rss_mb(ours.pid)
+        bare_rss_mb = _peak_rss_mb(bare.pid)
+    finally:
+        for proc in procs:
+            _stop(proc)
+        if args.keep_db:
+            pg.stop()
+        else:
+            pg.close()
+
+    rows = []
+    ours_rates: dict[str, float] = {}
+    ratios: list[float] = []
+    p99s: list[float] = []
+    failures: list[str] = []
+    for name in endpoints:
+        rates = {}
+        for server in ("bare", "ours"):
+            runs = results[(name, server)]
+            total = sum(r["requests"] for r in runs)
+            rate = total / sum(r["seconds"] for r in runs)
+            rates[server] = rate
+            p50 = max(r["p50_ms"] for r in runs)
+            p99 = max(r["p99_ms"] for r in runs)
+            statuses: dict[str, int] = {}
+            for r in runs:
+                for code, n in r["statuses"].items():
+                    statuses[code] = statuses.get(code, 0) + n
+            bad = sum(n for code, n in statuses.items() if code != "200")
+            if bad:
+                failures.append(f"{server} {name}: {bad} non-200 answers {statuses}")
+            if server == "ours":
+                p99s.append(p99)
+            rows.append([f"{name} ({server})", f"{total:,}", fmt(rate, 0), fmt(p50, 1), fmt(p99, 1)])
+        ours_rates[name] = rates["ours"]
+        ratios.append(rates["ours"] / rates["bare"])
+        rows.append([f"{name}: ours / bare", "", fmt(ratios[-1], 3), "", ""])
+    print(table(["endpoint (server)", "requests", "req/s", "p50 ms", "p99 ms"], rows))
+    print(f"peak RSS: query {rss_mb:.0f} MB, bare {bare_rss_mb:.0f} MB")
+    for failure in failures:
+        print(f"ERROR: {failure}")
+    ratio = min(ratios)
+    p99_worst = max(p99s)
+    passed = not failures and ratio >= TARGET_RATIO and p99_worst <= TARGET_P99_MS and rss_mb <= TARGET_RSS_MB
+    return finish(
+        "query",
+        {
+            "ratio": fmt(ratio, 3),
+            "events_rps": fmt(ours_rates["events?camera"], 0),
+            "plates_rps": fmt(ours_rates["plates/{plate}"], 0),
+            "p99_ms": fmt(p99_worst, 1),
+            "rss_mb": fmt(rss_mb, 0),
+        },
+        f"ratio>={TARGET_RATIO},p99<={TARGET_P99_MS:.0f}ms,rss<={TARGET_RSS_MB:.0f}MB",
+        passed,
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

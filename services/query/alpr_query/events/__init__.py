@@ -1,0 +1,1 @@
+"""The events domain of the query API: routes (handlers), schemas (msgspec structs) and repository (SQL)."""

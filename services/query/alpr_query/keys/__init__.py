@@ -1,0 +1,1 @@
+"""The keys domain of the query API: routes (handlers), schemas (msgspec structs) and repository (SQL)."""

@@ -1,0 +1,1 @@
+"""The plates domain of the query API: routes (handlers), schemas (msgspec structs) and repository (SQL)."""

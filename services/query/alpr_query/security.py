@@ -1,0 +1,175 @@
+"""Who may call `/v1`: API-key authentication, scopes, and a per-key rate limit.
+
+- Every `/v1` request carries a key, as `Authorization: Bearer <key>` or `X-API-Key: <key>` (never in the
+  URL, which proxies and access logs record). No key, or an unknown, revoked or expired one → 401.
+- Each route needs a scope (`read` < `write` < `admin`, each including the ones before it); a valid key
+  without it → 403.
+- A key that passed is trusted for `query.key_cache_s` (a revocation bites within that time) so the
+  database is not asked on every request; unknown keys are remembered as unknown for as long.
+- Requests per key are limited by a token bucket (`query.rate_limit_per_s`, burst `rate_limit_burst`) in
+  this process → 429 with `Retry-After`. Several API replicas each keep their own buckets.
+
+Keys are never logged: only the key id appears in logs and metrics labels never carry it at all.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from litestar.connection import ASGIConnection
+from litestar.exceptions import NotAuthorizedException, PermissionDeniedException, TooManyRequestsException
+from litestar.handlers.base import BaseRouteHandler
+from litestar.middleware import AbstractAuthenticationMiddleware, AuthenticationResult
+from litestar.types import ASGIApp
+
+from alpr_query.keys.repository import ApiKey, KeyRepository, allows
+
+# Unknown keys are cached too (so a client retrying a bad key does not hit the database each time);
+# the cache holds at most this many entries, oldest dropped first.
+KEY_CACHE_ENTRIES = 10_000
+RATE_BUCKETS = 100_000
+_BEARER = "bearer "
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """The caller behind a valid API key."""
+
+    key_id: str
+    name: str
+    scopes: tuple[str, ...]
+
+
+class KeyCache:
+    """Validated keys by their value, each for `ttl_s`."""
+
+    def __init__(self, repository: KeyRepository, ttl_s: float, clock: Callable[[], float] = time.monotonic):
+        self.repository = repository
+        self.ttl_s = ttl_s
+        self.clock = clock
+        self._entries: OrderedDict[str, tuple[Principal | None, float]] = OrderedDict()
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> KeyCache:
+        # Litestar deep-copies a router (and its middleware arguments) when it is registered; the cache
+        # and its pool are shared runtime state, not configuration, so every copy is this same object.
+        return self
+
+    async def principal(self, key: str) -> Principal | None:
+        now = self.clock()
+        cached = self._entries.get(key)
+        if cached is not None and cached[1] > now:
+            return cached[0]
+        found = await self.repository.authenticate(key)
+        principal = None if found is None else _principal(found)
+        if self.ttl_s > 0:
+            self._entries[key] = (principal, now + self.ttl_s)
+            self._entries.move_to_end(key)
+            while len(self._entries) > KEY_CACHE_ENTRIES:
+                self._entries.popitem(last=False)
+        return principal
+
+    def forget(self) -> None:
+        """Drop every cached key (after a revocation through the API, so it bites at once here)."""
+        self._entries.clear()
+
+
+def _principal(key: ApiKey) -> Principal:
+    return Principal(key_id=key.key_id, name=key.name, scopes=key.scopes)
+
+
+class RateLimiter:
+    """A token bucket per key id: `rate_per_s` tokens a second, at most `burst` saved up."""
+
+    def __init__(self, rate_per_s: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate_per_s
+        self.burst = float(burst)
+        self.clock = clock
+        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()  # key id → (tokens, time)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> RateLimiter:
+        return self  # shared state, see KeyCache.__deepcopy__
+
+    @property
+    def enabled(self) -> bool:
+        return self.rate > 0
+
+    def acquire(self, key_id: str) -> float:
+        """Take one token; returns 0 when allowed, else the seconds until a token is available."""
+        if not self.enabled:
+            return 0.0
+        now = self.clock()
+        tokens, last = self._buckets.get(key_id, (self.burst, now))
+        tokens = min(self.burst, tokens + (now - last) * self.rate)
+        if tokens >= 1.0:
+            self._buckets[key_id] = (tokens - 1.0, now)
+            self._buckets.move_to_end(key_id)
+            if len(self._buckets) > RATE_BUCKETS:
+                self._buckets.popitem(last=False)
+            return 0.0
+        self._buckets[key_id] = (tokens, now)
+        return (1.0 - tokens) / self.rate
+
+
+def presented_key(headers: Any) -> str | None:
+    """The key of a request, from `Authorization: Bearer …` or `X-API-Key`; None when there is none."""
+    auth = headers.get("authorization")
+    if auth:
+        if auth[: len(_BEARER)].lower() == _BEARER:
+            return auth[len(_BEARER) :].strip() or None
+        return None
+    key = headers.get("x-api-key")
+    return key.strip() or None if key else None
+
+
+class ApiKeyMiddleware(AbstractAuthenticationMiddleware):
+    """Authenticates `/v1` requests and applies the rate limit; sets `request.user` to a `Principal`."""
+
+    def __init__(self, app: ASGIApp, keys: KeyCache, limiter: RateLimiter) -> None:
+        # Mounted on the /v1 router only (health, metrics and docs are public); CORS preflights carry no key.
+        super().__init__(app, exclude_http_methods=["OPTIONS"])
+        self.keys = keys
+        self.limiter = limiter
+
+    async def authenticate_request(
+        self, connection: ASGIConnection[Any, Any, Any, Any]
+    ) -> AuthenticationResult:
+        key = presented_key(connection.headers)
+        if key is None:
+            raise NotAuthorizedException(
+                detail="an API key is required: send it as 'Authorization: Bearer <key>' or 'X-API-Key'",
+                headers={"WWW-Authenticate": 'Bearer realm="alpr"'},
+            )
+        principal = await self.keys.principal(key) if len(key) <= 200 else None
+        if principal is None:
+            raise NotAuthorizedException(
+                detail="the API key is unknown, expired or revoked",
+                headers={"WWW-Authenticate": 'Bearer realm="alpr", error="invalid_token"'},
+            )
+        wait_s = self.limiter.acquire(principal.key_id)
+        if wait_s > 0:
+            raise TooManyRequestsException(
+                detail=f"rate limit of this API key exceeded ({self.limiter.rate:g} requests/s)",
+                headers={"Retry-After": str(max(1, math.ceil(wait_s)))},
+            )
+        return AuthenticationResult(user=principal, auth=None)
+
+
+def require(scope: str) -> Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]:
+    """A guard: the caller's key must have `scope` (or a higher one)."""
+
+    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+        principal = connection.scope.get("user")
+        if not isinstance(principal, Principal):  # the middleware always sets one under /v1
+            raise NotAuthorizedException(detail="an API key is required")
+        if not allows(principal.scopes, scope):
+            raise PermissionDeniedException(
+                detail=f"this route needs the {scope!r} scope; the key has {list(principal.scopes)}"
+            )
+
+    guard.__name__ = f"require_{scope}"
+    return guard

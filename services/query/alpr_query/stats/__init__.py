@@ -1,0 +1,1 @@
+"""The stats domain of the query API: routes (handlers), schemas (msgspec structs) and repository (SQL)."""
