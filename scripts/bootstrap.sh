@@ -32,9 +32,9 @@ fi
 stamp=.venv/.alpr-installed
 want=$(sha256sum pyproject.toml | cut -d' ' -f1)
 if [[ ! -f "$stamp" || "$(cat "$stamp")" != "$want" ]]; then
-  echo "bootstrap: installing the project and its dev tools into .venv (this takes a minute the first time)"
+  echo "bootstrap: installing the project, its embedded database and its dev tools into .venv (this takes a minute the first time)"
   .venv/bin/python -m pip install --quiet --upgrade pip
-  .venv/bin/python -m pip install --quiet -e '.[dev]'
+  .venv/bin/python -m pip install --quiet -e '.[dev,embedded]'
   echo "$want" > "$stamp"
 fi
 # Models (issue 6): the plate detector is exported once from its PyPI package into the models cache

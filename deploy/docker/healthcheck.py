@@ -54,15 +54,21 @@ def _proc_cmdline(pid: int = 1) -> list[str]:
     return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
 
 
+def service_commands() -> list[str]:
+    """`alpr` service commands: one per `services:` section (ocr_worker → ocr-worker). Only the settings
+    module is imported, not the whole CLI: the check runs every few seconds in every container."""
+    from alpr_shared.settings import ServicesSettings  # noqa: PLC0415 - the image's package, when checking
+
+    return [name.replace("_", "-") for name in ServicesSettings.model_fields]
+
+
 def health_url(argv: Sequence[str]) -> str:
     """The readiness URL of the service this command line runs."""
-    from alpr_shared.cli import SERVICES  # noqa: PLC0415 - the image's own package, only when checking
-    from alpr_shared.lifecycle import service_settings  # noqa: PLC0415
     from alpr_shared.settings import load_settings  # noqa: PLC0415
 
-    service, config, port = service_from_cmdline(argv, list(SERVICES))
+    service, config, port = service_from_cmdline(argv, service_commands())
     settings = load_settings(config)
-    own = service_settings(settings, service)
+    own = getattr(settings.services, service.replace("-", "_"))
     if port is None:
         port = own.metrics_port
     if port == 0:

@@ -33,8 +33,7 @@ SERVICES: dict[str, str] = {
 }
 
 # Commands whose issue has not landed yet: name → (what it will do, the issue that builds it).
-PLANNED: dict[str, tuple[str, int]] = {
-}
+PLANNED: dict[str, tuple[str, int]] = {}
 
 
 def add_common_options(parser: argparse.ArgumentParser) -> None:

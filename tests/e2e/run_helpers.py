@@ -16,9 +16,11 @@ from pathlib import Path
 
 import psutil
 import yaml
+from rapidfuzz.distance import Levenshtein
 
 from alpr_detect.models import ModelStore, default_models_dir, ensure_provisioned
 from alpr_shared.framestore import SHM_DIR
+from alpr_shared.run.plan import free_port
 from alpr_shared.tools.demovideo import DemoVideo, make_demo_video
 
 # One car per camera: the demo video cuts from car to car with a 0.5 s blank, and ByteTrack (1 s of lost
@@ -35,6 +37,16 @@ def demo_videos(folder: Path) -> list[DemoVideo]:
         make_demo_video(folder / f"gate-{i}.mp4", count=1, seed=seed, seconds_per_photo=6.0, fps=3)
         for i, seed in enumerate(DEMO_SEEDS, start=1)
     ]
+
+
+def assert_one_to_one(expected: list[str], got: list[str], output: str) -> None:
+    """As many events as expected, and each expected plate matched by its own event within one character."""
+    assert len(got) == len(expected), (expected, got, output)
+    unmatched = list(got)
+    for plate in expected:
+        best = min(unmatched, key=lambda p: Levenshtein.distance(p, plate))
+        assert Levenshtein.distance(best, plate) <= 1, (plate, expected, got, output)
+        unmatched.remove(best)
 
 
 def base_config(folder: Path) -> Path:
@@ -68,6 +80,9 @@ class AlprRun:
                 str(data_dir),
                 "--status",
                 "plain",
+                # A free API port of its own: the default 8080 may be taken by another test at any moment.
+                "--api-port",
+                str(free_port()),
             ],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,

@@ -8,9 +8,8 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from rapidfuzz.distance import Levenshtein
 
-from tests.e2e.run_helpers import AlprRun, base_config, demo_videos
+from tests.e2e.run_helpers import AlprRun, assert_one_to_one, base_config, demo_videos
 from tests.harness.kafka import KafkaBroker
 
 pytestmark = pytest.mark.e2e
@@ -41,10 +40,5 @@ def test_run_with_a_broker_and_a_postgresql_server(
     assert "embedded database" not in run.output
     assert "persist" in run.output and "postgres:" not in run.output  # no embedded server among the stages
     labels = [p for d in demo for p in d.plates]
-    assert len(plates) == len(labels), (labels, plates, run.output)
-    unmatched = list(plates)
-    for label in labels:
-        best = min(unmatched, key=lambda p: Levenshtein.distance(p, label))
-        assert Levenshtein.distance(best, label) <= 1, (label, plates, run.output)
-        unmatched.remove(best)
+    assert_one_to_one(labels, plates, run.output)
     assert "events          3" in run.output

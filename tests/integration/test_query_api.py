@@ -579,11 +579,18 @@ class _ConnDb:
 # ------------------------------------------------------------------------------------------ watchlist
 
 
-async def test_watchlist_crud_without_a_broker_stores_and_says_so(api: Api, caplog: Any) -> None:
+async def test_watchlist_crud_without_a_broker_stores_and_says_so(api: Api) -> None:
     headers = api.auth("write")
-    created = await api.client.post(
-        "/v1/watchlist", json={"plate": "ab-123 c", "label": "stolen", "note": "case 42"}, headers=headers
-    )
+    stream = io.StringIO()
+    configure_logging("info", "json", stream=stream)
+    try:
+        created = await api.client.post(
+            "/v1/watchlist", json={"plate": "ab-123 c", "label": "stolen", "note": "case 42"}, headers=headers
+        )
+    finally:
+        configure_logging("info", "console")
+    assert '"event": "watchlist_publish_skipped"' in stream.getvalue()
+    assert "query.watchlist_publish is off" in stream.getvalue()
     assert created.status_code == 201, created.text
     entry = created.json()
     assert entry["plate"] == "AB123C" and entry["label"] == "stolen" and entry["published"] == "disabled"

@@ -149,7 +149,8 @@ def _healthcheck() -> ModuleType:
 
 def test_healthcheck_reads_the_service_from_the_main_command_line() -> None:
     hc = _healthcheck()
-    services = list(SERVICES)
+    services = hc.service_commands()
+    assert sorted(services) == sorted(SERVICES), "every `alpr <service>` has a services: section"
     cmd = ["/usr/bin/tini", "--", "/opt/alpr/venv/bin/alpr", "ocr-worker", "--config", "/etc/a.yaml"]
     assert hc.service_from_cmdline(cmd, services) == ("ocr-worker", "/etc/a.yaml", None)
     cmd = ["tini", "--", "alpr", "detect", "-c", "x.yaml", "--metrics-port=9300"]

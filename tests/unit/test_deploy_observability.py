@@ -23,7 +23,7 @@ from typing import Any
 import promql_parser
 import pytest
 import yaml
-from prometheus_client import CollectorRegistry
+from prometheus_client import CollectorRegistry, Counter, Histogram
 
 from alpr_shared.cli import SERVICES
 from alpr_shared.metrics import ServiceMetrics
@@ -148,15 +148,36 @@ OWNERS: dict[str, tuple[Callable[[ServiceMetrics], None], bool]] = {
 }
 
 
-def registered_metrics() -> dict[str, set[str]]:
-    """Service → every series name its running process can expose."""
-    out: dict[str, set[str]] = {}
+def _service_metrics() -> dict[str, ServiceMetrics]:
+    out = {}
     for service, (register, zmq) in OWNERS.items():
         metrics = ServiceMetrics(service)
         register(metrics)
         if zmq:
             TransportMetrics(metrics)
-        out[service] = _sample_names(metrics.registry)
+        out[service] = metrics
+    return out
+
+
+def registered_metrics() -> dict[str, set[str]]:
+    """Service → every series name its running process can expose."""
+    return {service: _sample_names(m.registry) for service, m in _service_metrics().items()}
+
+
+def registered_labels() -> dict[str, set[str]]:
+    """Series name → its label names (as registered; `le` on histogram buckets)."""
+    out: dict[str, set[str]] = {}
+    for metrics in _service_metrics().values():
+        # ServiceMetrics keeps what it created by full name; prometheus_client has no public accessor.
+        for name, metric in metrics._metrics.items():
+            labels = set(metric._labelnames)
+            if isinstance(metric, Histogram):
+                out[f"{name}_bucket"] = labels | {"le"}
+                out[f"{name}_sum"] = out[f"{name}_count"] = labels
+            elif isinstance(metric, Counter):
+                out[name if name.endswith("_total") else f"{name}_total"] = labels
+            else:
+                out[name] = labels
     return out
 
 
@@ -168,6 +189,11 @@ def registered() -> dict[str, set[str]]:
 @pytest.fixture(scope="module")
 def all_names(registered: dict[str, set[str]]) -> set[str]:
     return set().union(*registered.values()) | PROMETHEUS_SYNTHETIC
+
+
+@pytest.fixture(scope="module")
+def labels_of() -> dict[str, set[str]]:
+    return registered_labels()
 
 
 def test_every_service_command_has_its_metrics_collected() -> None:
@@ -256,6 +282,54 @@ def _grafana_to_promql(expr: str) -> str:
     return expr
 
 
+# Labels every scraped series gets from Prometheus (job, instance), from the site agent's external
+# labels (site) or from Kubernetes relabelling (namespace, pod).
+TARGET_LABELS = {"job", "instance", "site", "namespace", "pod"}
+
+
+def label_problems(expr: str, labels_of: dict[str, set[str]]) -> list[str]:
+    """Label names an expression matches on, groups by or joins on that its metrics do not carry."""
+    problems: list[str] = []
+
+    def known(node: Any) -> set[str]:
+        found: set[str] = set(TARGET_LABELS)
+
+        def collect(inner: Any) -> None:
+            if isinstance(inner, promql_parser.VectorSelector) and inner.name in labels_of:
+                found.update(labels_of[inner.name])
+
+        promql_parser.walk(node, collect)
+        return found
+
+    def visit(node: Any) -> None:
+        if isinstance(node, promql_parser.VectorSelector) and node.name in labels_of:
+            for matcher in node.matchers.matchers:
+                if matcher.name != "__name__" and matcher.name not in labels_of[node.name] | TARGET_LABELS:
+                    problems.append(f"{node.name} has no label {matcher.name!r}")
+        elif isinstance(node, promql_parser.AggregateExpr) and node.modifier is not None:
+            missing = set(node.modifier.labels) - known(node.expr)
+            if missing:
+                problems.append(f"aggregation over {sorted(missing)} that its input does not carry")
+        elif isinstance(node, promql_parser.BinaryExpr) and node.modifier is not None:
+            matching = node.modifier.matching
+            if matching is not None:
+                missing = set(matching.labels) - (known(node.lhs) | known(node.rhs))
+                if missing:
+                    problems.append(f"join on {sorted(missing)} that neither side carries")
+
+    promql_parser.walk(promql_parser.parse(expr), visit)
+    return problems
+
+
+def test_label_check_catches_wrong_labels() -> None:
+    labels = {"alpr_ocr_queue_jobs": set(), "alpr_ingest_camera_fps": {"camera"}}
+    assert label_problems('sum by (site) (alpr_ocr_queue_jobs{job="ocr"})', labels) == []
+    assert label_problems("sum by (camera) (alpr_ocr_queue_jobs)", labels)
+    assert label_problems('alpr_ocr_queue_jobs{camera="a"}', labels)
+    assert label_problems("alpr_ocr_queue_jobs * on (camera) alpr_ingest_camera_fps", labels) == []
+    assert label_problems("alpr_ocr_queue_jobs * on (lane) alpr_ingest_camera_fps", labels)
+
+
 def test_promql_extraction_finds_names_and_rejects_bad_syntax() -> None:
     expr = 'sum by (camera) (rate(alpr_ingest_frames_total{site="a"}[5m])) / on() up or {__name__="x_y"}'
     assert metric_names(expr) == {"alpr_ingest_frames_total", "up", "x_y"}
@@ -314,6 +388,11 @@ def test_every_alert_uses_registered_metrics(all_names: set[str]) -> None:
         if metric_names(rule["expr"]) - all_names
     }
     assert not unknown, f"alert rules name metrics no service registers: {unknown}"
+
+
+def test_every_alert_uses_labels_its_metrics_carry(labels_of: dict[str, set[str]]) -> None:
+    problems = {r["alert"]: label_problems(r["expr"], labels_of) for r in _alert_rules()}
+    assert not {k: v for k, v in problems.items() if v}
 
 
 def test_a_rule_naming_an_unknown_metric_is_caught(all_names: set[str]) -> None:
@@ -389,6 +468,11 @@ def test_every_dashboard_query_uses_registered_metrics(all_names: set[str]) -> N
         if missing:
             unknown[where] = sorted(missing)
     assert not unknown, f"dashboard queries name metrics no service registers: {unknown}"
+
+
+def test_every_dashboard_query_uses_labels_its_metrics_carry(labels_of: dict[str, set[str]]) -> None:
+    problems = {where: label_problems(query, labels_of) for where, query in _dashboard_queries()}
+    assert not {k: v for k, v in problems.items() if v}
 
 
 # --- autoscaling signal ------------------------------------------------------------------------------

@@ -11,7 +11,8 @@ from hypothesis import strategies as st
 
 from alpr_query import cursor, params
 from alpr_query.errors import BadParameter
-from alpr_query.events.repository import EventFilter
+from alpr_query.events.repository import DETAIL_COLUMNS, SUMMARY_COLUMNS, EventFilter
+from alpr_query.events.schemas import EventDetail, EventSummary
 from alpr_query.keys.repository import ApiKey, allows, hash_key, new_key, normalise_scopes
 from alpr_query.security import KeyCache, RateLimiter, presented_key
 from alpr_query.watchlist.publisher import record
@@ -167,6 +168,12 @@ def test_rate_limiter_token_bucket() -> None:
     assert [limiter.acquire("a") for _ in range(3)] == [0, 0, 0]  # refilled up to the burst, no more
     assert limiter.acquire("a") > 0
     assert RateLimiter(0, 1).acquire("x") == 0  # off
+
+
+def test_event_structs_are_built_in_column_order() -> None:
+    fields = EventSummary.__struct_fields__
+    assert fields[: len(SUMMARY_COLUMNS)] == SUMMARY_COLUMNS and fields[len(SUMMARY_COLUMNS) :] == ("score",)
+    assert set(DETAIL_COLUMNS) <= set(EventDetail.__struct_fields__)
 
 
 def test_watchlist_records_match_what_events_consumes() -> None:

@@ -4,6 +4,7 @@ order."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -38,7 +39,8 @@ def test_data_dir_precedence(tmp_path: Path) -> None:
     assert plan.data_dir(RunOptions(), {}) == (Path.cwd() / "alpr-data").resolve()
 
 
-def _config(tmp_path: Path, options: RunOptions, base: dict[str, object] | None = None) -> Path:
+def _config(tmp_path: Path, options: RunOptions, base: dict[str, Any] | None = None) -> Path:
+    tmp_path.mkdir(parents=True, exist_ok=True)
     video = tmp_path / "gate.mp4"
     video.write_bytes(b"")
     layout = Layout(tmp_path / "data", tmp_path / "rt")
@@ -84,7 +86,7 @@ def test_kafka_mode_keeps_production_delivery_and_the_users_settings(tmp_path: P
     assert [c.id for c in settings.cameras] == ["yard", "gate"]
 
 
-def _specs(tmp_path: Path, **kwargs: object) -> list[plan.ProcessSpec]:
+def _specs(tmp_path: Path) -> list[plan.ProcessSpec]:
     options = RunOptions(ocr_workers=2, view=True, save_video=tmp_path / "out.mp4")
     return plan.process_specs(
         options,
@@ -94,7 +96,6 @@ def _specs(tmp_path: Path, **kwargs: object) -> list[plan.ProcessSpec]:
         postgres_user="pgserver",
         query_available=True,
         view_available=True,
-        **kwargs,  # type: ignore[arg-type]
     )
 
 
@@ -134,3 +135,12 @@ def test_stop_order_is_sources_first_database_last(tmp_path: Path) -> None:
         ["query"],
         ["postgres"],
     ]
+
+
+def test_api_port_precedence(tmp_path: Path) -> None:
+    assert load_settings(_config(tmp_path / "a", RunOptions(api_port=9999))).query.port == 9999
+    user = {"query": {"port": 7777}}
+    assert load_settings(_config(tmp_path / "b", RunOptions(), user)).query.port == 7777
+    port = load_settings(_config(tmp_path / "c", RunOptions())).query.port
+    assert port == plan.DEFAULT_API_PORT or port > 1024
+    assert not load_settings(_config(tmp_path / "d", RunOptions())).query.watchlist_publish  # no broker

@@ -36,7 +36,9 @@ class IngestMetrics:
         )
         # What a supervisor (`alpr run`) watches to know a file run is over.
         self.finished = metrics.gauge(
-            "camera_finished_info", "1 once the camera's source (a file, a folder) reached its end", ["camera"]
+            "camera_finished_info",
+            "1 once the camera's source (a file, a folder) reached its end",
+            ["camera"],
         )
         self.last_frame_age = metrics.gauge(
             "camera_last_frame_age_seconds", "Seconds since the camera's last published frame", ["camera"]

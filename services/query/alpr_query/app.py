@@ -22,7 +22,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 import asyncpg
-from litestar import Litestar, MediaType, Request, Response, Router, get
+from litestar import Litestar, MediaType, Response, Router, get
 from litestar.config.cors import CORSConfig
 from litestar.enums import ScopeType
 from litestar.exceptions import HTTPException
@@ -278,7 +278,3 @@ def create_app(
 def query_state(app: Litestar) -> QueryState:
     state: QueryState = app.state.query
     return state
-
-
-def request_state(request: Request[Any, Any, Any]) -> QueryState:
-    return query_state(request.app)

@@ -25,25 +25,37 @@ class Database:
         self._pool = pool
 
 
-async def init_connection(conn: asyncpg.Connection) -> None:
-    """Every pooled connection compares and prints times in UTC, whatever the server's default zone."""
-    await conn.execute("SET TIME ZONE 'UTC'")
+async def keep_session(conn: asyncpg.Connection) -> None:
+    """The pool's `reset` on release. asyncpg's default sends `RESET ALL; CLOSE ALL; UNLISTEN *; …` — one
+    more round trip per query. The query service never changes session state: settings are set per
+    transaction (`set_config(…, true)`), it opens no cursor outside a transaction, never LISTENs and takes no
+    advisory lock; and asyncpg still rolls back a transaction left open before calling this."""
+
+
+# Session settings of every query-API connection (startup parameters, so no reset can undo them).
+# plan_cache_mode: asyncpg prepares every statement; PostgreSQL's default re-plans a prepared statement each
+# time while a custom plan looks cheaper, and planning over ~90 day partitions costs more than running these
+# index look-ups (measured on 1M events: camera listing 3.0-3.7 ms → 1.4 ms, plate look-up 0.53 → 0.35 ms).
+# Generic plans still prune partitions at executor start, so time-range filters lose nothing.
+SESSION_SETTINGS = {
+    "TimeZone": "UTC",
+    "plan_cache_mode": "force_generic_plan",
+    "application_name": "alpr-query",
+}
 
 
 async def open_pool(settings: AlprSettings, *, size: int | None = None) -> asyncpg.Pool:
-    """A connected pool for the query API, each statement bounded by `query.statement_timeout_s`."""
+    """A connected pool for the query API: `SESSION_SETTINGS`, and each statement bounded by
+    `query.statement_timeout_s`."""
     query = settings.query
     max_size = size if size is not None else query.pool_size
     pool: asyncpg.Pool = await asyncpg.create_pool(
         settings.database.url,
         min_size=1,
         max_size=max_size,
-        init=init_connection,
+        reset=keep_session,
         command_timeout=settings.database.command_timeout_s,
         timeout=settings.database.command_timeout_s,
-        server_settings={
-            "statement_timeout": str(int(query.statement_timeout_s * 1000)),
-            "application_name": "alpr-query",
-        },
+        server_settings={**SESSION_SETTINGS, "statement_timeout": str(int(query.statement_timeout_s * 1000))},
     )
     return pool

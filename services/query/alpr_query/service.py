@@ -118,7 +118,6 @@ async def service_main(ctx: ServiceContext) -> None:
 async def _serve(
     ctx: ServiceContext, settings: AlprSettings, pool: asyncpg.Pool, sock: socket.socket
 ) -> None:
-    query = settings.query
     app = create_app(settings, pool=pool, metrics=ctx.metrics)
     own = settings.services.query
     config = uvicorn.Config(
@@ -130,7 +129,6 @@ async def _serve(
         server_header=False,
         proxy_headers=False,
         timeout_graceful_shutdown=max(1, int(own.shutdown_timeout_s) - 1),
-        h11_max_incomplete_event_size=query.max_body_bytes,
     )
     server = _Server(config)
     serving = asyncio.create_task(server.serve(sockets=[sock]), name="query-http")

@@ -60,18 +60,18 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--api-port",
         type=int,
-        help="port of the REST API (default: query.port of --config, else a free port)",
+        help="port of the REST API (default: query.port of --config, else 8080 if free, else any free port)",
     )
     p.add_argument("--no-api", action="store_true", help="do not start the query service (REST API)")
     p.add_argument(
         "--keep-serving",
         action="store_true",
-        help="file runs: keep the API up after the summary, until Ctrl-C",
+        help="file runs: keep the API and the database up after the summary, until Ctrl-C",
     )
     p.add_argument(
         "--fast",
         action="store_true",
-        help="file runs: read files as fast as the pipeline takes them, not at their frame rate",
+        help="file runs: decode files as fast as possible, not at their frame rate (detect sheds what it cannot take)",
     )
     p.add_argument("--view", action="store_true", help="live annotated view in the browser")
     p.add_argument("--view-port", type=int, default=8090, help="port of the live view (default 8090)")

@@ -26,6 +26,8 @@ DEFAULT_DATA_DIR = Path("alpr-data")
 # Sources that end by themselves; anything else (rtsp://, http://, /dev/video) runs until Ctrl-C.
 FILE_SUFFIXES = {".mp4", ".mkv", ".avi", ".mov", ".m4v", ".webm", ".ts", ".mpg", ".mpeg", ".flv", ".wmv"}
 CONFIG_SUFFIXES = {".yaml", ".yml"}
+# The query service's default port (`query.port`), used when free.
+DEFAULT_API_PORT = 8080
 LIVE_SCHEMES = ("rtsp://", "rtsps://", "http://", "https://", "rtmp://", "udp://", "tcp://", "srt://")
 
 Stage = Literal[
@@ -227,7 +229,11 @@ def build_config(
     else:
         run["kafka"] = {"bootstrap": options.kafka}
     if "query" in AlprSettings.model_fields:
-        query: dict[str, Any] = {"port": options.api_port if options.api_port is not None else ports["api"]}
+        query: dict[str, Any] = {}
+        if options.api_port is not None:
+            query["port"] = options.api_port
+        elif not (base.get("query") or {}).get("port"):
+            query["port"] = ports["api"]
         if embedded_broker:
             query["watchlist_publish"] = False
         run["query"] = query
@@ -318,10 +324,21 @@ def stop_order(specs: Sequence[ProcessSpec]) -> list[list[ProcessSpec]]:
     return groups
 
 
+def port_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+        return True
+
+
 def allocate_ports(options: RunOptions) -> dict[str, int]:
-    """A free metrics port per child (and one for the API unless --api-port)."""
-    names = ["ingest", "detect", "track", "ocr", "events", "persist", "query", "api"]
+    """A free metrics port per child; the API on DEFAULT_API_PORT when it is free (a stable address to
+    bookmark), else on any free port."""
+    names = ["ingest", "detect", "track", "ocr", "events", "persist", "query"]
     names += [f"ocr-worker-{i}" for i in range(1, options.ocr_workers + 1)]
     ports = {name: free_port() for name in names}
+    ports["api"] = DEFAULT_API_PORT if port_free(DEFAULT_API_PORT) else free_port()
     ports["ocr_worker"] = ports["ocr-worker-1"] if options.ocr_workers else free_port()
     return ports

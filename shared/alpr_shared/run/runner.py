@@ -308,16 +308,21 @@ class Run:
             if embedded is not None:
                 await sup.start(sup.children["postgres"])
                 if not await self._until(self._database_ready(embedded), 60.0):
-                    return self._give_up_message(
+                    code = self._give_up_message(
                         "the embedded database did not start", sup.children["postgres"]
                     )
+                    await self._stop_everything()
+                    return code
+                sup.children["postgres"].state = "ready"
             elif not await self._check_database():
                 return 1
             rest = [c for c in children if c.spec.stage not in {"postgres", "ingest"}]
             for child in rest:
                 await sup.start(child)
             if not await self._until(self._all_ready(rest), READY_TIMEOUT_S):
-                return self._failed_start(rest)
+                code = self._failed_start(rest)
+                await self._stop_everything()
+                return code
             if "ingest" in sup.children:
                 await sup.start(sup.children["ingest"])
             self._started = time.monotonic()
@@ -326,13 +331,20 @@ class Run:
             code = await self._loop()
             return code
 
+    async def _stop_everything(self) -> None:
+        """Stop whatever runs, in pipeline order (a stop during start-up, a stage that never got ready)."""
+        sup = self.sup
+        groups = plan.stop_order([c.spec for c in sup.children.values()])
+        self._report(await sup.stop_all([[sup.children[s.name] for s in g] for g in groups]))
+
     def _banner(self) -> str:
         lines = []
         if self.cameras:
             kind = "files: ends by itself once they are read" if self.finite else "live: Ctrl-C to stop"
             lines.append(f"alpr run: {len(self.cameras)} camera(s) ({', '.join(self.cameras)}), {kind}")
         if self.api_url:
-            lines.append(f"alpr run: API on {self.api_url}/v1")
+            hint = f"a key: alpr keys create --config {self.lay.config}"
+            lines.append(f"alpr run: API on {self.api_url}/v1 ({hint})")
         if self.options.view and self.supervisor and "view" in self.supervisor.children:
             lines.append(f"alpr run: live view on http://127.0.0.1:{self.options.view_port}/")
         return "\n".join(lines)
@@ -581,7 +593,7 @@ class Run:
         groups = plan.stop_order([c.spec for c in sup.children.values()])
         by_name = sup.children
         if self.failed.is_set() or self.stop_requested.is_set() or not self.finite:
-            await sup.stop_all([[by_name[s.name] for s in g] for g in groups])
+            self._report(await sup.stop_all([[by_name[s.name] for s in g] for g in groups]))
             if self.failure is not None:
                 self.say(self.failure)
                 return 1
@@ -592,7 +604,7 @@ class Run:
         edge = [g for g in groups if g[0].stage not in {"persist", "query", "postgres"}]
         self.say("alpr run: every source ended; finishing open tracks and storing the last events")
         for group in edge:
-            await sup.stop_all([[by_name[s.name] for s in group]])
+            self._report(await sup.stop_all([[by_name[s.name] for s in group]]))
             if group[0].stage == "track" and "ocr" in by_name:
                 # The ended tracks may still be due a last read: let OCR answer every job first.
                 await self._until(self._settled("ocr"), SETTLE_TIMEOUT_S)
@@ -602,7 +614,7 @@ class Run:
         if not stored and not self.stop_requested.is_set():
             self.say("alpr run: persist did not store every event in time; the rest stays in the outbox")
         if "persist" in by_name:
-            await sup.stop(by_name["persist"])
+            self._report({"persist": await sup.stop(by_name["persist"])})
         self.summary = RunSummary(self.cameras, seconds, int(self._frames.value), int(self._reads.value))
         try:
             self.summary.events = await stored_events(self.database_url, self.cameras, self._started_wall)
@@ -627,8 +639,15 @@ class Run:
             self.say(f"alpr run: serving until Ctrl-C (database: {self.database_url})")
             await self._until(self.stop_requested.wait(), None)
         rest = [g for g in groups if g[0].stage in {"query", "postgres"}]
-        await sup.stop_all([[by_name[s.name] for s in g] for g in rest])
+        self._report(await sup.stop_all([[by_name[s.name] for s in g] for g in rest]))
         return 1 if self.failed.is_set() else 0
+
+    def _report(self, codes: dict[str, int | None]) -> None:
+        """A stage that did not stop cleanly (drain timeout, SIGKILL, error) is named with its log."""
+        for name, code in codes.items():
+            if code not in (0, None) and self.sup.children[name].state != "failed":  # failed: already said
+                log = self.sup.children[name].log_path
+                self.say(f"alpr run: {name} exited with code {code} while stopping; see {log}")
 
     async def _settled(self, name: str) -> bool:
         """True once a stage has nothing queued and its counters stayed still for `SETTLE_S`."""
@@ -682,7 +701,7 @@ class Run:
         layout = self.lay
         command = [
             sys.executable, "-m", "alpr_shared.cli", "keys", "create",
-            "--config", str(layout.config), "--name", "alpr-run", "--scope", "read",
+            "--config", str(layout.config), "--name", "alpr-run", "--scope", "read", "--expires-days", "30",
         ]  # fmt: skip
         try:
             result = await asyncio.to_thread(

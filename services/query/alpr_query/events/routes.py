@@ -30,7 +30,8 @@ _IMAGE_RESPONSES = {
 
 
 def summary(row: asyncpg.Record) -> EventSummary:
-    return EventSummary(**row)
+    # Columns in field order (SUMMARY_COLUMNS, then `score` when the query ranks by similarity).
+    return EventSummary(*row)
 
 
 def page(rows: list[asyncpg.Record], limit: int, filters: str, fuzzy_mode: str | None) -> EventPage:

@@ -43,7 +43,7 @@ def handlers(repo: PlateRepository, max_page_size: int) -> list[HTTPRouteHandler
         rows = await repo.history(text, since=start, until=end, limit=limit)
         if not rows.cameras:
             raise NotFound(detail=f"plate {text!r} was not seen (in this time range)")
-        cameras = [CameraSightings(**r) for r in rows.cameras]
+        cameras = [CameraSightings(*r) for r in rows.cameras]
         count = sum(c.count for c in cameras)
         return PlateHistory(
             plate=text,

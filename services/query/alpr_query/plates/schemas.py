@@ -9,7 +9,9 @@ import msgspec
 from alpr_query.events.schemas import EventSummary
 
 
-class CameraSightings(msgspec.Struct, kw_only=True):
+class CameraSightings(msgspec.Struct):
+    """Built positionally from the repository's row (camera_id, count, first_seen, last_seen)."""
+
     camera_id: str
     count: int
     first_seen: datetime
