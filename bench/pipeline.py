@@ -104,16 +104,16 @@ def _scrape(url: str, name: str, labels: str = "") -> float:
     return total
 
 
-def _cpu_seconds(procs: dict[str, subprocess.Popen[bytes]]) -> float:
-    """User + system CPU seconds of the edge processes so far (threads included)."""
-    total = 0.0
-    for proc in procs.values():
+def _cpu_seconds(procs: dict[str, subprocess.Popen[bytes]]) -> dict[str, float]:
+    """User + system CPU seconds of each edge process so far (threads included)."""
+    out: dict[str, float] = {}
+    for name, proc in procs.items():
         try:
             times = psutil.Process(proc.pid).cpu_times()
         except (psutil.NoSuchProcess, psutil.ZombieProcess):
             continue
-        total += times.user + times.system
-    return total
+        out[name] = times.user + times.system
+    return out
 
 
 def _start(command: str, config: Path, log: Path) -> subprocess.Popen[bytes]:
@@ -270,7 +270,10 @@ async def run_pipeline(video: DemoVideo, work: Path) -> tuple[Observed, dict[str
                 raise RuntimeError("ingest did not finish the video\n" + logs["ingest"].read_text()[-2000:])
             await asyncio.sleep(0.2)
         await asyncio.sleep(1.5)  # detect finishes what it holds
-        counters["edge_cpu_s"] = _cpu_seconds(procs) - cpu_start
+        cpu_end = _cpu_seconds(procs)
+        for name, value in cpu_end.items():
+            counters[f"cpu_{name}"] = value - cpu_start.get(name, 0.0)
+        counters["edge_cpu_s"] = sum(v for k, v in counters.items() if k.startswith("cpu_"))
         counters["edge_wall_s"] = time.monotonic() - wall_start
         urls = {name: _metrics_url(logs[name]) for name in STAGES}
         if urls["detect"]:
@@ -290,7 +293,7 @@ async def run_pipeline(video: DemoVideo, work: Path) -> tuple[Observed, dict[str
             counters["ocr_answered"] = _scrape(urls["ocr"], "alpr_ocr_jobs_total", 'outcome="answered"')
         quiet_since = time.monotonic()
         count = len(seen.events)
-        while time.monotonic() - quiet_since < 4.0:
+        while time.monotonic() - quiet_since < 3.0:
             await asyncio.sleep(0.25)
             if len(seen.events) != count:
                 count, quiet_since = len(seen.events), time.monotonic()
@@ -474,6 +477,10 @@ async def main_async(quick: bool) -> int:
     )
     print(
         "per-process RSS peaks (MB): " + ", ".join(f"{n} {v:.0f}" for n, v in sorted(seen.rss_peaks.items()))
+    )
+    print(
+        "CPU s per stage while the video played: "
+        + ", ".join(f"{k[4:]} {v:.1f}" for k, v in counters.items() if k.startswith("cpu_"))
     )
     print(
         "stage exit codes: "

@@ -286,6 +286,9 @@ class EventsSettings(_Section):
     # did not offer as an alternative (relative to the character it replaces).
     correction_max_changes: int = Field(default=2, ge=0, le=8)
     confusable_weight: float = Field(default=0.5, gt=0, le=1)
+    # A correction is kept only when its characters are at least this share as likely as the read's own
+    # (joint OCR probability): a guess that only the formats back reads confident plates wrong (ACCURACY.md).
+    correction_min_ratio: float = Field(default=0.6, ge=0, le=1)
     # JPEGs inside the event: larger crops are re-encoded smaller, then left out (counted).
     plate_jpeg_max_bytes: int = Field(default=16_384, ge=0)
     vehicle_jpeg_max_bytes: int = Field(default=65_536, ge=0)
@@ -580,6 +583,10 @@ class OcrRecognizerSettings(_Section):
     two_row_aspect: float = Field(default=1.3, gt=0, le=10)
     # Horizontal stretch of the network input: more CTC steps keep doubled letters (1.25: +6 points).
     width_stretch: float = Field(default=1.25, gt=0, le=4)
+    # Before recognition, level the crop's row of characters and cut away the text above and below it
+    # (state names, slogans); measured with `alpr eval` in ACCURACY.md. Margin: share of character height.
+    rectify: bool = True
+    rectify_margin: float = Field(default=0.3, ge=0, le=2)
 
 
 class OcrSettings(_Section):
@@ -633,7 +640,7 @@ class QuerySettings(_Section):
     publish_timeout_s: float = Field(default=5.0, gt=0, le=600)
     # How often changes not yet acknowledged by the broker are sent again.
     republish_interval_s: float = Field(default=10.0, gt=0, le=86_400)
-    # Fuzzy plate search: pg_trgm's index when the server has it (auto), or a bounded scan scored in SQL.
+    # Fuzzy plate search: pg_trgm's index when the server has it (auto), or a bounded scan scored in Python.
     fuzzy: Literal["auto", "trigram", "scan"] = "auto"
     # The scan scores at most this many of the newest events that pass the other filters.
     fuzzy_scan_limit: int = Field(default=50_000, ge=100, le=10_000_000)

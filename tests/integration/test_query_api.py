@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import random
 import re
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -31,6 +32,7 @@ from alpr_persist.synthetic import make_event
 from alpr_query.app import create_app
 from alpr_query.db import Database, open_pool
 from alpr_query.keys.repository import KeyRepository
+from alpr_query.similarity import similarity, trigrams
 from alpr_shared.logging import configure_logging
 from alpr_shared.schemas import PlateEvent
 from alpr_shared.settings import AlprSettings, PersistSettings, load_settings
@@ -297,6 +299,24 @@ async def test_fuzzy_search_without_pg_trgm_scans_and_ranks_alike(query_db: str,
         body = (await api.get("/v1/events?plate=ABC1234&match=fuzzy&min_score=0.1")).json()
         assert body["fuzzy_mode"] == "scan"
         assert [(i["plate"], i["score"]) for i in body["items"]] == trigram
+
+
+async def test_python_trigram_similarity_is_bit_equal_to_pg_trgm(api: Api) -> None:
+    rng = random.Random(5)
+    alphabet = "ABCDEFGHJKLMNPRSTUVWXYZ0123456789"
+    pairs = []
+    for _ in range(400):
+        a = "".join(rng.choice(alphabet) for _ in range(rng.randint(1, 9)))
+        b = a[: rng.randint(0, len(a))] + "".join(rng.choice(alphabet) for _ in range(rng.randint(0, 4)))
+        pairs.append((a, b or "Z"))
+    rows = await api.pool.fetch(
+        "SELECT similarity(a, b) AS pg, alpr_similarity(a, b) AS plain FROM unnest($1::text[], $2::text[]) AS p(a, b)",
+        [a for a, _ in pairs],
+        [b for _, b in pairs],
+    )
+    for (a, b), row in zip(pairs, rows, strict=True):
+        ours = similarity(trigrams(a), trigrams(b))
+        assert ours == row["pg"] == row["plain"], (a, b, ours, row)
 
 
 async def test_fuzzy_mode_follows_the_extension(query_db: str) -> None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import importlib.resources
+import ipaddress
 import json
 import re
 from collections.abc import Iterator, Mapping
@@ -374,5 +375,6 @@ def test_observability_files_are_mounted_where_their_configs_look() -> None:
     agent_config = yaml.safe_load((OBS / "prometheus" / "edge-agent.yml").read_text(encoding="utf-8"))
     assert "rule_files" not in agent_config, "agent mode evaluates no rules"
     target = agent_config["remote_write"][0]["url"].split("/")[2].split(":")[0]
-    assert any(h.startswith(f"{target}:") for h in agent["extra_hosts"])
+    address = next(h.split(":", 1)[1] for h in agent["extra_hosts"] if h.startswith(f"{target}:"))
+    assert address == "host-gateway" or ipaddress.ip_address(address), "extra_hosts takes an address"
     assert "ALPR_SITE_ID" in agent["environment"]

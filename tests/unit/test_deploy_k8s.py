@@ -28,7 +28,7 @@ from alpr_shared.settings import AlprSettings, load_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
-OVERLAYS = ["edge-site", "central"]
+OVERLAYS = ["edge-site", "edge-site-jetson", "central"]
 KUBERNETES_VERSION = "1.30"  # the oldest minor these manifests are checked against (HPA v2, PDB v1)
 STRIMZI_SCHEMA = K8S / "schemas" / "strimzi-v1beta2-subset.schema.yaml"
 
@@ -168,8 +168,8 @@ def test_every_container_runs_an_alpr_command_like_alpr_run(
             assert mounts["/etc/alpr"] == "config"
             if service == "query":  # the API port comes from the query settings section
                 assert ports["http"] == settings.query.port and settings.query.host == "0.0.0.0"
-    expected = {"edge-site": {"ingest", "detect", "track", "ocr", "ocr-worker", "events"}}
-    assert seen == expected.get(overlay, {"persist", "query"})
+    edge = {"ingest", "detect", "track", "ocr", "ocr-worker", "events"}
+    assert seen == (edge if overlay.startswith("edge-site") else {"persist", "query"})
 
 
 def test_edge_pipeline_shares_memory_backed_shm_and_sockets() -> None:
@@ -302,3 +302,16 @@ def test_prometheus_discovers_every_alpr_container(rendered: tuple[str, list[dic
             assert part_of.fullmatch(labels["app.kubernetes.io/part-of"])
             scraped = [p for p in container["ports"] if port_rule.fullmatch(p["name"])]
             assert len(scraped) == 1, container["name"]
+
+
+def test_jetson_site_runs_the_jetson_image_with_the_gpu_on_detect() -> None:
+    docs = render("edge-site-jetson")
+    edge = workloads(docs)["alpr-edge"]["spec"]["template"]["spec"]
+    assert edge["runtimeClassName"] == "nvidia"
+    for workload in workloads(docs).values():
+        for container, _ in containers(workload):
+            assert container["image"] == "alpr-edge-jetson:0.1.0", container["name"]
+    gpus = {c["name"]: c["resources"]["limits"].get("nvidia.com/gpu") for c in edge["containers"]}
+    assert gpus == {"detect": 1, "ingest": None, "track": None, "ocr": None, "events": None}
+    camera = overlay_settings("edge-site-jetson").cameras[0]
+    assert (camera.decoder, camera.gstreamer_preset) == ("gstreamer", "jetson")

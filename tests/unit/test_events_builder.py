@@ -13,7 +13,7 @@ from alpr_events.builder import BuilderConfig, CameraInfo, EventBuilder, OpenEve
 from alpr_events.plates import PlateFormats
 from alpr_events.synthetic import make_read
 from alpr_events.watchlist import Watchlist
-from alpr_shared.schemas import PlateRead, WatchlistEntry
+from alpr_shared.schemas import CharCandidate, PlateRead, WatchlistEntry
 
 S = 1_000_000_000
 T0 = 1_700_000_000 * S
@@ -161,10 +161,29 @@ def test_bad_reads_are_refused_with_a_reason() -> None:
 
 
 def test_corrected_plate_keeps_the_raw_read() -> None:
-    ev = builder().process(make_read("gate-1", 1, "AB12CD5", first_seen_ns=T0, confidence=0.9), T0).event
+    # No OCR alternatives: the 5→S guess rests on the confusables alone (ratio 0.5), allowed here.
+    b = builder(correction_min_ratio=0.0)
+    ev = b.process(make_read("gate-1", 1, "AB12CD5", first_seen_ns=T0, confidence=0.9), T0).event
     assert ev is not None
     assert (ev.plate, ev.plate_raw, ev.corrected) == ("AB12CDS", "AB12CD5", True)
     assert ev.confidence < 0.9
+
+
+def test_a_correction_the_ocr_does_not_back_is_refused() -> None:
+    """By default a format-only guess does not overrule a confident read (measured in ACCURACY.md)."""
+    ev = builder().process(make_read("gate-1", 1, "AB12CD5", first_seen_ns=T0, confidence=0.9), T0).event
+    assert ev is not None
+    assert (ev.plate, ev.corrected, ev.format_valid) == ("AB12CD5", False, False)
+
+
+def test_a_correction_the_ocr_backs_is_kept() -> None:
+    alternatives = [[CharCandidate(c, 0.9)] for c in "AB12CD"] + [
+        [CharCandidate("5", 0.5), CharCandidate("S", 0.45)]
+    ]
+    read = make_read("gate-1", 1, "AB12CD5", first_seen_ns=T0, confidence=0.9, alternatives=alternatives)
+    ev = builder().process(read, T0).event
+    assert ev is not None
+    assert (ev.plate, ev.corrected) == ("AB12CDS", True)
 
 
 def test_oversized_crops_are_recoded_or_left_out() -> None:

@@ -15,6 +15,7 @@ from alpr_query.events.repository import DETAIL_COLUMNS, SUMMARY_COLUMNS, EventF
 from alpr_query.events.schemas import EventDetail, EventSummary
 from alpr_query.keys.repository import ApiKey, allows, hash_key, new_key, normalise_scopes
 from alpr_query.security import KeyCache, RateLimiter, presented_key
+from alpr_query.similarity import similarity, trigrams
 from alpr_query.watchlist.publisher import record
 from alpr_shared.schemas import Codec, WatchlistEntry
 
@@ -126,7 +127,10 @@ def test_keys_are_random_and_only_their_hash_is_kept() -> None:
     ],
 )
 def test_presented_key(headers: dict[str, str], expected: str | None) -> None:
-    assert presented_key(headers) == expected
+    raw = [(b"host", b"x"), *((k.encode(), v.encode()) for k, v in headers.items())]
+    assert presented_key(raw) == expected
+    upper = [(k.upper(), v) for k, v in raw]  # header names are case-insensitive
+    assert presented_key(upper) == expected
 
 
 class _Repo:
@@ -198,3 +202,13 @@ def test_watchlist_records_match_what_events_consumes() -> None:
     )
     assert entry.updated_at_ns == int(T0.timestamp()) * 10**9 + 123456 * 1000 and not entry.deleted
     assert record({**row, "deleted_at": T0}) == (b"e-1", None)  # a tombstone
+
+
+def test_trigram_similarity_matches_pg_trgm_values() -> None:
+    assert similarity(trigrams("ABC1234"), trigrams("abc1234")) == 1.0
+    # Values returned by PostgreSQL 15's pg_trgm similarity() for the same pairs.
+    assert similarity(trigrams("AB-12 cd"), trigrams("ab12")) == 0.27272728085517883
+    assert similarity(trigrams("ABC012"), trigrams("ABC011")) == 0.5555555820465088
+    assert similarity(trigrams("ABC123"), trigrams("ABC001")) == 0.27272728085517883
+    assert similarity(trigrams(""), trigrams("A")) == 0.0
+    assert trigrams("ab") == frozenset({"  a", " ab", "ab "})

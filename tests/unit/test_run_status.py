@@ -4,12 +4,16 @@ rendering, the summary text."""
 from __future__ import annotations
 
 import io
+import os
+import tempfile
 from datetime import UTC, datetime
+from pathlib import Path
 
+import pytest
 from rich.console import Console
 
 from alpr_shared.run import status
-from alpr_shared.run.runner import Counter
+from alpr_shared.run.runner import Counter, _remove_stale_runtime_dirs
 from alpr_shared.run.summary import RunSummary, StoredEvent, render
 
 INGEST = """
@@ -99,3 +103,14 @@ def test_the_summary_names_counts_and_a_curl_command() -> None:
     assert "events          2" in text and "watchlist hits  1" in text
     assert "ABC123" in text and "stolen" in text
     assert "curl -s -H 'X-API-Key: alpr_k_s' 'http://127.0.0.1:8080/v1/events?limit=20'" in text
+
+
+def test_runtime_dirs_of_killed_runs_are_removed(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = tmp_path / "alpr-run-999999999-abc"  # above any pid_max: no such process
+    alive = tmp_path / f"alpr-run-{os.getpid()}-abc"
+    other = tmp_path / "alpr-run-test-abc"
+    for path in (dead, alive, other):
+        (path / "pg").mkdir(parents=True)
+    _remove_stale_runtime_dirs()
+    assert not dead.exists() and alive.exists() and other.exists()

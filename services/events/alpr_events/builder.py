@@ -32,7 +32,7 @@ from rapidfuzz import process
 from rapidfuzz.distance import Levenshtein
 
 from alpr_events.crops import cap_jpeg
-from alpr_events.plates import Normalized, PlateCheck, PlateFormats, normalize
+from alpr_events.plates import UNKNOWN_REGION, Normalized, PlateCheck, PlateFormats, normalize
 from alpr_events.watchlist import Watchlist
 from alpr_shared.schemas import CharCandidate, PlateEvent, PlateRead, WatchlistAlert
 
@@ -63,6 +63,7 @@ class BuilderConfig:
     min_confidence: float = 0.0
     correction_max_changes: int = 2
     confusable_weight: float = 0.5
+    correction_min_ratio: float = 0.6  # see events.correction_min_ratio
     plate_jpeg_max_bytes: int = 16_384
     vehicle_jpeg_max_bytes: int = 65_536
 
@@ -122,6 +123,7 @@ def check_read(
     *,
     max_changes: int,
     confusable_weight: float,
+    min_ratio: float = 0.0,
 ) -> CheckedRead | str:
     """Normalise one OCR read and check it against the regions' formats (correcting it when a format is
     in reach): the plate an event would carry, or the reason the read is dropped (`empty_text`,
@@ -132,6 +134,9 @@ def check_read(
     if len(norm.text) > MAX_PLATE_LENGTH:
         return "malformed"
     check = formats.check(norm, regions, max_changes=max_changes, confusable_weight=confusable_weight)
+    if check.corrected and check.confidence_factor < min_ratio:
+        # The formats alone back this correction, against the OCR: keep the read as it was read.
+        check = PlateCheck(norm.text, UNKNOWN_REGION, format_valid=False, corrected=False)
     return CheckedRead(norm, check, min(1.0, confidence * check.confidence_factor))
 
 
@@ -228,6 +233,7 @@ class EventBuilder:
             read.alternatives,
             max_changes=self.config.correction_max_changes,
             confusable_weight=self.config.confusable_weight,
+            min_ratio=self.config.correction_min_ratio,
         )
         if isinstance(checked, str):
             return Outcome(dropped=checked)

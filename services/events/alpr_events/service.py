@@ -83,6 +83,7 @@ def builder_config(events: EventsSettings) -> BuilderConfig:
         min_confidence=events.min_confidence,
         correction_max_changes=events.correction_max_changes,
         confusable_weight=events.confusable_weight,
+        correction_min_ratio=events.correction_min_ratio,
         plate_jpeg_max_bytes=events.plate_jpeg_max_bytes,
         vehicle_jpeg_max_bytes=events.vehicle_jpeg_max_bytes,
     )

@@ -9,16 +9,24 @@ Must never: load a model at import time.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from importlib import metadata
 
-from alpr_ocr.recognizer import MODEL_PACKAGE, Image, Reading, Recognizer, RecognizerOptions
+from alpr_ocr.recognizer import (
+    BACKENDS,
+    MODEL_PACKAGE,
+    PPOCR_MODEL_NAME,
+    Image,
+    Reading,
+    Recognizer,
+    RecognizerOptions,
+    open_recognizer,
+)
+from alpr_ocr.rectify import RectifyOptions, rectify
 from alpr_shared.settings import OcrSettings
 
-DEFAULT_RECOGNIZER = "ppocr-v4"
-RECOGNIZERS: dict[str, str] = {
-    "ppocr-v4": "PaddleOCR PP-OCRv4 recognition (inside the rapidocr_onnxruntime wheel), plate-alphabet decoding",
-}
+# Recogniser names `alpr eval --recognizer` and `ocr.recognizer.backend` accept.
+RECOGNIZERS: dict[str, str] = BACKENDS
 
 
 def _package_version(package: str) -> str:
@@ -42,15 +50,23 @@ def recognizer_options(settings: OcrSettings) -> RecognizerOptions:
         second_scale=r.second_scale,
         two_row_aspect=r.two_row_aspect,
         width_stretch=r.width_stretch,
+        backend=r.backend,
+        stacked_max_aspect=r.stacked_max_aspect,
     )
+
+
+def rectify_options(settings: OcrSettings) -> RectifyOptions:
+    r = settings.recognizer
+    return RectifyOptions(enabled=r.rectify, margin=r.rectify_margin)
 
 
 @dataclass
 class PlateReader:
-    """A recogniser and the steps every crop goes through before it."""
+    """A recogniser and the steps every crop goes through before it (rectification)."""
 
     recognizer: Recognizer
-    name: str = DEFAULT_RECOGNIZER
+    name: str = PPOCR_MODEL_NAME
+    rectify: RectifyOptions = field(default_factory=lambda: RectifyOptions(enabled=False))
 
     @property
     def backend(self) -> str:
@@ -59,21 +75,25 @@ class PlateReader:
     @property
     def version(self) -> str:
         """What was read with, for records such as ACCURACY.md: the name and the model's provenance."""
-        if self.name == "ppocr-v4":
-            return f"{self.name} ({MODEL_PACKAGE} {_package_version(MODEL_PACKAGE)})"
-        return self.name
+        steps = " + rectify" if self.rectify.enabled else ""
+        if self.name == PPOCR_MODEL_NAME:
+            return f"{self.name} ({MODEL_PACKAGE} {_package_version(MODEL_PACKAGE)}){steps}"
+        meta: dict[str, str] = getattr(self.recognizer, "metadata", {})
+        made = ", ".join(f"{k} {meta[k]}" for k in ("version", "seed", "sha256") if k in meta)
+        return f"{self.name}{f' ({made})' if made else ''}{steps}"
 
     def read(self, crop: Image) -> Reading:
-        return self.recognizer.read(crop)
+        return self.recognizer.read(rectify(crop, self.rectify))
 
     def close(self) -> None:
         self.recognizer.close()
 
 
 def open_reader(settings: OcrSettings, name: str | None = None) -> PlateReader:
-    """Open the recogniser `name` (None: the default) with the worker's options from `settings`."""
-    chosen = name or DEFAULT_RECOGNIZER
+    """Open the recogniser `name` (None: `ocr.recognizer.backend`) with the worker's options."""
+    chosen = name or settings.recognizer.backend
     if chosen not in RECOGNIZERS:
         known = ", ".join(sorted(RECOGNIZERS))
         raise UnknownRecognizerError(f"unknown recognizer {chosen!r}; known: {known}")
-    return PlateReader(Recognizer.open(recognizer_options(settings)), chosen)
+    options = replace(recognizer_options(settings), backend=chosen)
+    return PlateReader(open_recognizer(options), chosen, rectify_options(settings))

@@ -31,7 +31,7 @@ from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
-from prometheus_client import CONTENT_TYPE_LATEST
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram
 
 from alpr_query import errors
 from alpr_query.cameras import routes as camera_routes
@@ -92,6 +92,10 @@ class RequestMetrics:
             "http_requests_total", "HTTP requests answered", ["method", "route", "status"]
         )
         self.seconds = metrics.histogram("http_request_seconds", "Time to answer a request", ["route"])
+        # Labelled children by label values (bounded: methods × route templates × status codes); looking
+        # them up through `labels()` on every request costs more than the rest of this middleware.
+        self._counters: dict[tuple[str, str, int], Counter] = {}
+        self._histograms: dict[str, Histogram] = {}
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != ScopeType.HTTP:
@@ -117,8 +121,16 @@ class RequestMetrics:
             handler = scope.get("route_handler")
             paths = getattr(handler, "paths", None)
             route = next(iter(paths)) if paths else "unmatched"
-            self.requests.labels(method, route, str(status)).inc()
-            self.seconds.labels(route).observe(elapsed)
+            counter = self._counters.get((method, route, status))
+            if counter is None:
+                counter = self._counters[(method, route, status)] = self.requests.labels(
+                    method, route, str(status)
+                )
+            counter.inc()
+            histogram = self._histograms.get(route)
+            if histogram is None:
+                histogram = self._histograms[route] = self.seconds.labels(route)
+            histogram.observe(elapsed)
             if self.access_log:
                 user = scope.get("user")
                 log.info(

@@ -17,7 +17,7 @@ from __future__ import annotations
 import math
 import time
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -115,15 +115,26 @@ class RateLimiter:
         return (1.0 - tokens) / self.rate
 
 
-def presented_key(headers: Any) -> str | None:
-    """The key of a request, from `Authorization: Bearer …` or `X-API-Key`; None when there is none."""
-    auth = headers.get("authorization")
-    if auth:
-        if auth[: len(_BEARER)].lower() == _BEARER:
-            return auth[len(_BEARER) :].strip() or None
+def presented_key(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """The key of a request (raw ASGI headers), from `Authorization: Bearer …` or `X-API-Key`; None when
+    there is none. Reads the raw header list: building Litestar's `Headers` cost more than the rest of the
+    authentication."""
+    authorization: bytes | None = None
+    api_key: bytes | None = None
+    for name, value in headers:
+        lowered = name.lower()
+        if lowered == b"authorization" and authorization is None:
+            authorization = value
+        elif lowered == b"x-api-key" and api_key is None:
+            api_key = value
+    if authorization:
+        text = authorization.decode("latin-1")
+        if text[: len(_BEARER)].lower() == _BEARER:
+            return text[len(_BEARER) :].strip() or None
         return None
-    key = headers.get("x-api-key")
-    return key.strip() or None if key else None
+    if api_key:
+        return api_key.decode("latin-1").strip() or None
+    return None
 
 
 class ApiKeyMiddleware(AbstractAuthenticationMiddleware):
@@ -138,7 +149,7 @@ class ApiKeyMiddleware(AbstractAuthenticationMiddleware):
     async def authenticate_request(
         self, connection: ASGIConnection[Any, Any, Any, Any]
     ) -> AuthenticationResult:
-        key = presented_key(connection.headers)
+        key = presented_key(connection.scope["headers"])
         if key is None:
             raise NotAuthorizedException(
                 detail="an API key is required: send it as 'Authorization: Bearer <key>' or 'X-API-Key'",
@@ -159,10 +170,13 @@ class ApiKeyMiddleware(AbstractAuthenticationMiddleware):
         return AuthenticationResult(user=principal, auth=None)
 
 
-def require(scope: str) -> Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], None]:
-    """A guard: the caller's key must have `scope` (or a higher one)."""
+def require(
+    scope: str,
+) -> Callable[[ASGIConnection[Any, Any, Any, Any], BaseRouteHandler], Coroutine[Any, Any, None]]:
+    """A guard: the caller's key must have `scope` (or a higher one). A coroutine function on purpose:
+    Litestar runs a plain function guard in a worker thread, a hand-off that cost more than the request."""
 
-    def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    async def guard(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
         principal = connection.scope.get("user")
         if not isinstance(principal, Principal):  # the middleware always sets one under /v1
             raise NotAuthorizedException(detail="an API key is required")

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from alpr_shared.settings import AlprSettings, ServicesSettings
+from alpr_shared.settings import ServicesSettings
 
 DATA_HOME_ENV = "ALPR_DATA_HOME"
 DEFAULT_DATA_DIR = Path("alpr-data")
@@ -228,15 +228,14 @@ def build_config(
         run["events"]["watchlist_from_kafka"] = False
     else:
         run["kafka"] = {"bootstrap": options.kafka}
-    if "query" in AlprSettings.model_fields:
-        query: dict[str, Any] = {}
-        if options.api_port is not None:
-            query["port"] = options.api_port
-        elif not (base.get("query") or {}).get("port"):
-            query["port"] = ports["api"]
-        if embedded_broker:
-            query["watchlist_publish"] = False
-        run["query"] = query
+    query: dict[str, Any] = {}
+    if options.api_port is not None:
+        query["port"] = options.api_port
+    elif not (base.get("query") or {}).get("port"):
+        query["port"] = ports["api"]
+    if embedded_broker:
+        query["watchlist_publish"] = False  # no broker to publish watchlist changes to
+    run["query"] = query
     return _deep_merge(config, run)
 
 

@@ -23,13 +23,13 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
 import asyncpg
 import httpx
+import psutil
 import yaml
 
 from alpr_shared.framestore import SHM_DIR, reclaim_stale_segments
@@ -184,7 +184,7 @@ class Run:
         os.write(fd, f"{os.getpid()}\n".encode())
         return fd
 
-    def _prepare(self, layout: Layout, runtime: Path) -> tuple[list[ProcessSpec], EmbeddedPostgres | None]:
+    def _prepare(self, layout: Layout) -> tuple[list[ProcessSpec], EmbeddedPostgres | None]:
         options = self.options
         camera_sources, configs = plan.split_sources(options.sources)
         base = self._load_base(configs)
@@ -242,9 +242,8 @@ class Run:
         except ConfigError as exc:
             raise RunError(str(exc)) from exc
         self.namespace = settings.frame_store.namespace
-        if query_available and "query" in type(settings).model_fields:
-            q = getattr(settings, "query")  # noqa: B009 - the section exists only once issue 11 landed
-            self.api_url = f"http://{q.host}:{q.port}"
+        if query_available:
+            self.api_url = f"http://{settings.query.host}:{settings.query.port}"
         specs = plan.process_specs(
             options,
             layout,
@@ -264,14 +263,17 @@ class Run:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, self._on_signal, sig)
-        layout = Layout(plan.data_dir(self.options), Path(tempfile.mkdtemp(prefix="alpr-run-")))
+        _remove_stale_runtime_dirs()
+        layout = Layout(
+            plan.data_dir(self.options), Path(tempfile.mkdtemp(prefix=f"alpr-run-{os.getpid()}-"))
+        )
         self.layout = layout
         layout.runtime.chmod(0o755)
         lock_fd: int | None = None
         try:
             lock_fd = self._lock(layout)
             self.say(f"alpr run: data in {layout.data} (logs: {layout.logs})")
-            specs, embedded = await asyncio.to_thread(self._prepare, layout, layout.runtime)
+            specs, embedded = await asyncio.to_thread(self._prepare, layout)
             return await self._run(specs, embedded)
         except (RunError, EmbeddedDatabaseError) as exc:
             self.say(f"alpr run: {exc}")
@@ -731,6 +733,14 @@ class Run:
             shutil.rmtree(self.layout.runtime, ignore_errors=True)
 
 
+def _remove_stale_runtime_dirs() -> None:
+    """Runtime directories (sockets only) of runs whose supervisor was killed before it could clean up."""
+    for path in Path(tempfile.gettempdir()).glob("alpr-run-*-*"):
+        pid = path.name.split("-")[2]
+        if pid.isdigit() and not psutil.pid_exists(int(pid)):
+            shutil.rmtree(path, ignore_errors=True)
+
+
 def _outbox_rows(path: Path) -> int:
     if not path.exists():
         return 0
@@ -754,6 +764,3 @@ def run(options: RunOptions, *, status_mode: StatusMode, out: TextIO | None = No
     runner = Run(options, status_mode=status_mode, out=out)
     result: int = asyncio.run(runner.execute())
     return result
-
-
-Factory = Callable[[RunOptions], Run]

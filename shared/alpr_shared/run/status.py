@@ -8,7 +8,6 @@ plain line every few seconds otherwise (logs, CI).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -242,16 +241,9 @@ def render_rich(
     return Group(*parts)  # type: ignore[arg-type]
 
 
-def camera_progress(
-    ingest: Samples | None, totals: Mapping[str, int | None], *, now: float | None = None
-) -> list[Progress]:
-    del now
+def camera_progress(ingest: Samples | None, totals: Mapping[str, int | None]) -> list[Progress]:
     frames = series(ingest, "alpr_ingest_frames_total", "camera")
     finished = series(ingest, "alpr_ingest_camera_finished_info", "camera")
     return [
         Progress(cam, frames.get(cam, 0.0), totals.get(cam), finished.get(cam, 0.0) >= 1) for cam in totals
     ]
-
-
-def clock() -> float:
-    return time.monotonic()

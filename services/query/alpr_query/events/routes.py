@@ -8,7 +8,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Annotated, Literal
 
-import asyncpg
 from litestar import Response, get
 from litestar.handlers import HTTPRouteHandler
 from litestar.openapi.datastructures import ResponseSpec
@@ -16,7 +15,7 @@ from litestar.params import Parameter, QueryParameter
 
 from alpr_query import cursor, params
 from alpr_query.errors import NOT_FOUND, V1_RESPONSES, BadParameter, NotFound
-from alpr_query.events.repository import EventFilter, EventRepository
+from alpr_query.events.repository import EventFilter, EventRepository, Row
 from alpr_query.events.schemas import EventDetail, EventPage, EventSummary
 from alpr_query.params import PathId
 from alpr_query.security import require
@@ -29,12 +28,12 @@ _IMAGE_RESPONSES = {
 }
 
 
-def summary(row: asyncpg.Record) -> EventSummary:
+def summary(row: Row) -> EventSummary:
     # Columns in field order (SUMMARY_COLUMNS, then `score` when the query ranks by similarity).
     return EventSummary(*row)
 
 
-def page(rows: list[asyncpg.Record], limit: int, filters: str, fuzzy_mode: str | None) -> EventPage:
+def page(rows: list[Row], limit: int, filters: str, fuzzy_mode: str | None) -> EventPage:
     items = [summary(r) for r in rows[:limit]]
     next_cursor = None
     if len(rows) > limit:
