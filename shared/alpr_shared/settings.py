@@ -569,6 +569,8 @@ class OcrRecognizerSettings(_Section):
     backend: Literal["plate-crnn", "ppocr-v4"] = "ppocr-v4"
     # plate-crnn: crops narrower than this width/height are also read as two stacked rows (US plates ≥ 1.7).
     stacked_max_aspect: float = Field(default=1.8, gt=0, le=10)
+    # plate-crnn: edge pixels repeated around the crop (share of its width): keeps edge characters.
+    edge_pad: float = Field(default=0.06, ge=0, le=0.5)
     # ONNX Runtime threads per worker process; one per worker is right when workers fill the cores.
     intra_op_threads: int = Field(default=1, ge=0, le=256)
     # Alternatives per character position, for events' format-guided correction.

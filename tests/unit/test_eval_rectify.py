@@ -19,7 +19,8 @@ def _plate(angle: float = 0.0) -> np.ndarray:
     )
     if angle:
         matrix = cv2.getRotationMatrix2D((150, 60), angle, 1.0)
-        plate = cv2.warpAffine(plate, matrix, (300, 120), borderMode=cv2.BORDER_REPLICATE)
+        # cv2's stubs widen the dtype of the result; it stays uint8
+        plate = cv2.warpAffine(plate, matrix, (300, 120), borderMode=cv2.BORDER_REPLICATE)  # type: ignore[assignment]
     return plate
 
 

@@ -9,8 +9,10 @@ Must never: load a model at import time.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field, replace
 from importlib import metadata
+from pathlib import Path
 
 from alpr_ocr.recognizer import (
     BACKENDS,
@@ -79,8 +81,12 @@ class PlateReader:
         if self.name == PPOCR_MODEL_NAME:
             return f"{self.name} ({MODEL_PACKAGE} {_package_version(MODEL_PACKAGE)}){steps}"
         meta: dict[str, str] = getattr(self.recognizer, "metadata", {})
-        made = ", ".join(f"{k} {meta[k]}" for k in ("version", "seed", "sha256") if k in meta)
-        return f"{self.name}{f' ({made})' if made else ''}{steps}"
+        made = [f"{k} {meta[k]}" for k in ("seed", "steps", "date") if k in meta]
+        path = getattr(self.recognizer, "path", None)
+        if isinstance(path, Path) and path.is_file():
+            made.insert(0, f"sha256 {hashlib.sha256(path.read_bytes()).hexdigest()[:12]}")
+        detail = f" ({', '.join(made)})" if made else ""
+        return f"{self.name}{detail}{steps}"
 
     def read(self, crop: Image) -> Reading:
         return self.recognizer.read(rectify(crop, self.rectify))

@@ -36,6 +36,9 @@ class RectifyOptions:
     # A character is between these shares of the crop's height (plate text fills 35-90% of a plate crop).
     min_height: float = 0.25
     max_height: float = 0.95
+    # Kept left and right of the outermost characters, as a share of their height; None: never cut
+    # sideways (a character missed as a blob would be cut off).
+    side_margin: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,4 +179,9 @@ def rectify(crop: Image, opts: RectifyOptions | None = None) -> Image:
     bottom = min(h, math.ceil(y1))
     if bottom - top < 8:
         return crop
-    return np.ascontiguousarray(crop[top:bottom])
+    left, right = 0, w
+    if opts.side_margin is not None:
+        side = opts.side_margin * char_h
+        left = max(0, math.floor(band.x_min - side))
+        right = min(w, math.ceil(band.x_max + side))
+    return np.ascontiguousarray(crop[top:bottom, left:right])
