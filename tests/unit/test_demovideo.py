@@ -95,3 +95,31 @@ def test_cli_prints_the_plates(tmp_path: Path, capsys: pytest.CaptureFixture[str
     for plate in choose_photos("us", 2):
         assert plate.plate in text
     assert demovideo.main([str(out), "--dataset", "us", "--count", "100000"]) == 2
+
+
+def test_each_car_enters_away_from_where_the_previous_one_left(tmp_path: Path) -> None:
+    """The pan of each photo runs in the direction that puts its plate's first position farthest from the
+    previous plate's last one, so a tracker still holding the old track does not take the new plate."""
+    import json  # noqa: PLC0415
+    import math  # noqa: PLC0415
+
+    import cv2  # noqa: PLC0415
+
+    out = tmp_path / "demo.mp4"
+    make_demo_video(out, count=6, seconds_per_photo=1.0, fps=10, size=(640, 360))
+    reversed_pans = json.loads(out.with_name(out.name + ".json").read_text())["reversed_pans"]
+    assert len(reversed_pans) == 6 and any(reversed_pans)
+    previous = None
+    for photo, reverse in zip(choose_photos("us", 6), reversed_pans, strict=True):
+        image = cv2.imread(str(photo.path))
+        assert image is not None
+        shape = image.shape[:2]
+
+        def centre(box: tuple[float, float, float, float]) -> tuple[float, float]:
+            return (box[0] + box[2]) / 2, (box[1] + box[3]) / 2
+
+        if previous is not None:
+            chosen = centre(plate_box_in_frame(photo, shape, (640, 360), 10, 0, reverse=reverse))
+            other = centre(plate_box_in_frame(photo, shape, (640, 360), 10, 0, reverse=not reverse))
+            assert math.dist(chosen, previous) >= math.dist(other, previous)
+        previous = centre(plate_box_in_frame(photo, shape, (640, 360), 10, 9, reverse=reverse))

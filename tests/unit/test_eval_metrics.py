@@ -62,6 +62,9 @@ def test_hand_checked_set() -> None:
     assert s.labels == 6
     assert (s.found, s.boxed_labels) == (5, 6)  # all but the miss
     assert s.plate_recall == pytest.approx(5 / 6)
+    # best overlaps: a 0.832, b 0 (missed), c 1, d 1 and 1, e 1 → median of [0, 0.832, 1, 1, 1, 1]
+    assert s.median_box_iou == pytest.approx(1.0)
+    assert sorted(s.box_ious)[:2] == [0.0, pytest.approx(96 * 26 / (100 * 30))]
     assert s.exact == 2  # ABC123, BBB222
     assert s.exact_accuracy == pytest.approx(2 / 6)
     assert s.exact_o0 == 3  # + OAK100

@@ -1,4 +1,6 @@
-"""Plate text recognition: PaddleOCR PP-OCRv4 recognition (ONNX) on ONNX Runtime, decoded for plates.
+"""Plate text recognition on ONNX Runtime: PaddleOCR PP-OCRv4 recognition decoded for plates (`Recognizer`,
+backend `ppocr-v4`) or the project's own CRNN (`CrnnRecognizer`, backend `plate-crnn`, trained by
+`alpr models train-ocr`; its pre- and post-processing at the end of this module are shared with training).
 
 Owns: one ONNX Runtime session (opened by `Recognizer.open`, closed by `close`) and the per-crop strategies
 (contrast normalisation, border trimming, two-row split, a second scale when the first read is weak).

@@ -5,7 +5,8 @@ Definitions (the report and the tests use exactly these):
   are taken greedily in order of edit distance (then box overlap), so an exact read always pairs with
   its label. Reads with no text never pair.
 - Plate recall: labels with a box that some detected plate box overlaps with IoU ≥ `RECALL_IOU`, over
-  labels with a box (crop folders have none: recall is not applicable there).
+  labels with a box (crop folders have none: recall is not applicable there). Box tightness: the median,
+  over those labels, of the best IoU of any detected plate box (0 for a plate with no box).
 - Exact accuracy: labels whose paired read equals the label, over all labels. On one-plate photos that
   is "the image is read exactly when one of its reads equals the label".
 - Character accuracy: Σ max(0, len(label) − edit distance(label, paired read)) / Σ len(label); an
@@ -58,6 +59,7 @@ class LabelOutcome:
     label: PlateLabel
     read: PlateResult | None
     found: bool | None  # box recall at IoU ≥ 0.5; None without a label box
+    best_iou: float | None  # the best overlap of any detected plate box with the label's box
     exact: bool
     chars_correct: int
 
@@ -75,6 +77,7 @@ class Summary:
     no_read: int = 0  # labels with no paired read at all
     errors: int = 0
     ms: list[float] = field(default_factory=list)
+    box_ious: list[float] = field(default_factory=list)  # per boxed label: its best box overlap
     confusions: Counter[str] = field(default_factory=Counter)
 
     @property
@@ -92,6 +95,11 @@ class Summary:
     @property
     def char_accuracy(self) -> float:
         return self.chars_correct / self.chars_total if self.chars_total else 0.0
+
+    @property
+    def median_box_iou(self) -> float | None:
+        """How tight the plate boxes are: the median best overlap with the labels (missed plates: 0)."""
+        return statistics.median(self.box_ious) if self.box_ious else None
 
     @property
     def ms_per_image(self) -> float:
@@ -152,11 +160,13 @@ def score_image(result: ImageResult) -> list[LabelOutcome]:
     outcomes: list[LabelOutcome] = []
     for label, read in zip(result.labels, paired, strict=True):
         found: bool | None = None
+        best_iou: float | None = None
         if label.box is not None:
-            found = any(iou(label.box, box) >= RECALL_IOU for box in result.boxes)
+            best_iou = max((iou(label.box, box) for box in result.boxes), default=0.0)
+            found = best_iou >= RECALL_IOU
         text = read.text if read is not None else ""
         correct = max(0, len(label.text) - Levenshtein.distance(label.text, text))
-        outcomes.append(LabelOutcome(label, read, found, text == label.text, correct))
+        outcomes.append(LabelOutcome(label, read, found, best_iou, text == label.text, correct))
     return outcomes
 
 
@@ -179,6 +189,8 @@ def summarise(results: Sequence[ImageResult]) -> Summary:
             if outcome.found is not None:
                 s.boxed_labels += 1
                 s.found += outcome.found
+            if outcome.best_iou is not None:
+                s.box_ious.append(outcome.best_iou)
             s.exact += outcome.exact
             read = outcome.read
             if read is None:

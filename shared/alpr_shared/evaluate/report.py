@@ -41,8 +41,8 @@ def confusion_text(summary: Summary, n: int = 10) -> str:
 def table(summary: Summary, info: RunInfo) -> str:
     s = summary
     recall = _pct(s.plate_recall)
-    if s.plate_recall is not None:
-        recall += f"  ({s.found}/{s.boxed_labels})"
+    if s.plate_recall is not None and s.median_box_iou is not None:
+        recall += f"  ({s.found}/{s.boxed_labels}); median box IoU {s.median_box_iou:.2f}"
     rows = [
         ("dataset", f"{info.dataset} ({info.layout} folder, split {info.split})"),
         ("models", f"detector {info.detector}; recognizer {info.recognizer}"),
@@ -80,6 +80,7 @@ def summary_json(summary: Summary, info: RunInfo) -> dict[str, Any]:
         "images": s.images,
         "plates": s.labels,
         "plate_recall": None if s.plate_recall is None else round(s.plate_recall, 4),
+        "median_box_iou": None if s.median_box_iou is None else round(s.median_box_iou, 4),
         "exact_accuracy": round(s.exact_accuracy, 4),
         "exact_accuracy_o_equals_0": round(s.exact_accuracy_o0, 4),
         "char_accuracy": round(s.char_accuracy, 4),

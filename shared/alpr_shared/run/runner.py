@@ -46,6 +46,8 @@ StatusMode = Literal["live", "plain", "off"]
 READY_TIMEOUT_S = 300.0
 # A file run is over when every source ended and the stage counters stayed still this long.
 QUIET_S = 2.0
+# ... or this long, when a stage still reports work in hand but no counter moved at all.
+STUCK_S = 30.0
 # After the edge stages stopped: how long persist may take to store what is left in the outbox.
 STORE_TIMEOUT_S = 120.0
 # While finishing: a stage whose input stopped is done once still this long (bounded by SETTLE_TIMEOUT_S).
@@ -572,21 +574,36 @@ class Run:
         if not ingest or not self.cameras or not all(finished.get(c, 0) >= 1 for c in self.cameras):
             self._quiet_since = None
             return False
+        detect = s.get("detect")
+        # Frames detect took but has not finished (an inference can take seconds on a loaded CPU).
+        detect_pending = status.total(detect, "alpr_detect_frames_in_total") - sum(
+            status.total(detect, name)
+            for name in (
+                "alpr_detect_frames_out_total",
+                "alpr_detect_frames_dropped_total",
+                "alpr_detect_frames_skipped_total",
+            )
+        )
+        ocr_pending = status.total(s.get("ocr"), "alpr_ocr_queue_jobs") + status.total(
+            s.get("ocr"), "alpr_ocr_in_flight_jobs"
+        )
         signature = (
-            status.total(s.get("detect"), "alpr_detect_frames_in_total"),
-            status.total(s.get("detect"), "alpr_detect_frames_out_total"),
+            status.total(detect, "alpr_detect_frames_in_total"),
+            status.total(detect, "alpr_detect_frames_out_total"),
             status.total(s.get("track"), "alpr_track_messages_received_total"),
             status.total(s.get("ocr"), "alpr_ocr_jobs_total"),
-            status.total(s.get("ocr"), "alpr_ocr_queue_jobs")
-            + status.total(s.get("ocr"), "alpr_ocr_in_flight_jobs"),
             status.total(s.get("events"), "alpr_events_reads_total"),
         )
         now = time.monotonic()
-        if signature != self._signature or signature[4] > 0:
+        if signature != self._signature or self._quiet_since is None:
             self._signature = signature
             self._quiet_since = now
             return False
-        return self._quiet_since is not None and now - self._quiet_since >= QUIET_S
+        still = now - self._quiet_since
+        if detect_pending > 0 or ocr_pending > 0:
+            # Work in hand: wait for it, unless nothing moved for so long that the count must be off.
+            return still >= STUCK_S
+        return still >= QUIET_S
 
     # --- the end ----------------------------------------------------------------------------------------
 

@@ -42,7 +42,7 @@ Image = npt.NDArray[np.uint8]
 _T = TypeVar("_T")
 
 # Bump when the rendering changes, so cached videos made by an older version are regenerated.
-RENDER_VERSION = 2
+RENDER_VERSION = 3
 # Dark frames between two photos: the car has left the view, so the tracker cannot join two cars' tracks.
 GAP_SECONDS = 0.5
 # Zoom over one photo, as fractions of the widest window of the output's aspect: starting below 1 leaves
@@ -55,8 +55,8 @@ PAN_TRAVEL = 0.4
 MIN_PLATE_HEIGHT_PX = 18
 
 # Photos the current pipeline reads exactly on every ranked frame (see the module docstring), in the
-# order `alpr demo-video --rank` printed them (typical plate sizes first). Regenerate with that command after a
-# model change.
+# order `alpr demo-video --rank` printed them (typical plate sizes first). Regenerate with that command
+# after a model or rendering change.
 READABLE: dict[str, tuple[str, ...]] = {
     "us": (
         "wts-lg-000011.jpg",
@@ -275,7 +275,7 @@ def choose_photos(dataset: str, count: int, seed: int = 0) -> list[LabelledPhoto
 
 
 def _view_windows(
-    photo: LabelledPhoto, shape: tuple[int, int], size: tuple[int, int], frames: int
+    photo: LabelledPhoto, shape: tuple[int, int], size: tuple[int, int], frames: int, reverse: bool = False
 ) -> Iterator[tuple[float, float, float, float]]:
     """The photo window (x0, y0, w, h) of each frame: the output's aspect, zooming from the widest such
     window's `ZOOM_START` to `ZOOM_END` while the plate travels `PAN_TRAVEL` of the view from left to right."""
@@ -287,6 +287,8 @@ def _view_windows(
     cx, cy = x + w / 2, y + h / 2
     for i in range(frames):
         t = i / max(1, frames - 1)
+        if reverse:  # the same views backwards: zooming out while the plate travels right to left
+            t = 1.0 - t
         zoom = ZOOM_START - (ZOOM_START - ZOOM_END) * t
         ww, wh = full_w * zoom, full_h * zoom
         # The plate sits (PAN_TRAVEL/2) left of the view's centre at t=0 and as far right at t=1.
@@ -297,25 +299,56 @@ def _view_windows(
         yield wx, wy, ww, wh
 
 
-def render_photo(photo: LabelledPhoto, image: Image, size: tuple[int, int], frames: int) -> Iterator[Image]:
+def render_photo(
+    photo: LabelledPhoto, image: Image, size: tuple[int, int], frames: int, reverse: bool = False
+) -> Iterator[Image]:
     """The frames of one photo's segment (BGR, `size` = width, height)."""
     out_w, out_h = size
-    for wx, wy, ww, wh in _view_windows(photo, image.shape[:2], size, frames):
+    for wx, wy, ww, wh in _view_windows(photo, image.shape[:2], size, frames, reverse):
         # An affine warp samples the window at sub-pixel positions, so the pan is smooth, not stepped.
         sx, sy = out_w / ww, out_h / wh
         matrix = np.array([[sx, 0.0, -wx * sx], [0.0, sy, -wy * sy]], dtype=np.float64)
-        interp = cv2.INTER_AREA if sx < 1 else cv2.INTER_LINEAR
-        yield np.asarray(cv2.warpAffine(image, matrix, (out_w, out_h), flags=interp), dtype=np.uint8)
+        # Bilinear (warpAffine has no area filter; INTER_AREA would silently mean the same).
+        yield np.asarray(
+            cv2.warpAffine(image, matrix, (out_w, out_h), flags=cv2.INTER_LINEAR), dtype=np.uint8
+        )
 
 
 def plate_box_in_frame(
-    photo: LabelledPhoto, shape: tuple[int, int], size: tuple[int, int], frames: int, index: int
+    photo: LabelledPhoto,
+    shape: tuple[int, int],
+    size: tuple[int, int],
+    frames: int,
+    index: int,
+    *,
+    reverse: bool = False,
 ) -> tuple[float, float, float, float]:
     """Where the labelled plate is (x1, y1, x2, y2, output pixels) in frame `index` of its segment."""
-    wx, wy, ww, wh = list(_view_windows(photo, shape, size, frames))[index]
+    wx, wy, ww, wh = list(_view_windows(photo, shape, size, frames, reverse))[index]
     sx, sy = size[0] / ww, size[1] / wh
     x, y, w, h = photo.box
     return (x - wx) * sx, (y - wy) * sy, (x + w - wx) * sx, (y + h - wy) * sy
+
+
+def _pan_direction(
+    photo: LabelledPhoto,
+    shape: tuple[int, int],
+    size: tuple[int, int],
+    frames: int,
+    previous_end: tuple[float, float, float, float] | None,
+) -> bool:
+    """Whether to play this photo's pan backwards: so that its plate first appears as far as possible from
+    where the previous car's plate was last seen. A tracker that still holds the previous track (its lost
+    buffer outlasts the gap between cars) then cannot take the new plate for the old one."""
+    if previous_end is None:
+        return False
+    px, py = (previous_end[0] + previous_end[2]) / 2, (previous_end[1] + previous_end[3]) / 2
+
+    def distance(reverse: bool) -> float:
+        box = plate_box_in_frame(photo, shape, size, frames, 0, reverse=reverse)
+        return math.hypot((box[0] + box[2]) / 2 - px, (box[1] + box[3]) / 2 - py)
+
+    return distance(True) > distance(False)
 
 
 def _params(
@@ -398,6 +431,7 @@ def make_demo_video(
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(f".{out.name}.{os.getpid()}.tmp{out.suffix}")
     segments: list[tuple[float, float]] = []
+    reversed_pans: list[bool] = []
     frame_index = 0
     try:
         with av.open(str(tmp), mode="w") as container:
@@ -410,15 +444,22 @@ def make_demo_video(
                 container.mux(stream.encode(video_frame))
                 frame_index += 1
 
+            previous_end: tuple[float, float, float, float] | None = None
             for n, photo in enumerate(photos):
-                image = cv2.imread(str(photo.path), cv2.IMREAD_COLOR)
-                if image is None:
+                raw = cv2.imread(str(photo.path), cv2.IMREAD_COLOR)
+                if raw is None:
                     raise ValueError(f"cannot read photo {photo.path}")
+                image = np.asarray(raw, dtype=np.uint8)
+                reverse = _pan_direction(photo, image.shape[:2], size, per_photo, previous_end)
+                reversed_pans.append(reverse)
+                previous_end = plate_box_in_frame(
+                    photo, image.shape[:2], size, per_photo, per_photo - 1, reverse=reverse
+                )
                 if n:
                     for _ in range(gap):
                         write(blank)
                 start = frame_index / fps
-                for frame in render_photo(photo, np.asarray(image, dtype=np.uint8), size, per_photo):
+                for frame in render_photo(photo, image, size, per_photo, reverse):
                     write(frame)
                 segments.append((start, frame_index / fps))
             container.mux(stream.encode(None))
@@ -436,6 +477,7 @@ def make_demo_video(
     )
     meta = {**asdict(video), "path": str(out), "params": params, "bytes": out.stat().st_size}
     meta["photos"] = [p.path.name for p in photos]
+    meta["reversed_pans"] = reversed_pans
     _sidecar(out).write_text(json.dumps(meta, indent=1))
     return video
 
