@@ -52,7 +52,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--report", type=Path, metavar="DIR", help="write an HTML page of the failures to DIR")
     p.add_argument("--json", action="store_true", help="end standard output with one JSON summary line")
-    p.add_argument("--recognizer", metavar="NAME", help="OCR recogniser (default: the pipeline's)")
+    p.add_argument(
+        "--recognizer",
+        metavar="NAME",
+        help="OCR recogniser, a value of ocr.recognizer.backend such as ppocr-v4 or plate-crnn "
+        "(default: the configured one)",
+    )
     p.add_argument(
         "--split",
         choices=["auto", "heldout", "train", "all"],

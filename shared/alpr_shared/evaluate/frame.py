@@ -7,7 +7,8 @@ The path is the one a plate seen on one frame takes through the services, callin
 - ocr coordinator: `shots.make_shot` copies and scores the crop (margin `ocr.shots.crop_margin`);
 - ocr worker: `reading.PlateReader.read` (the worker's `read_job` calls the same method);
 - voting: `voting.vote` over that one read, weighted by the shot's score, as `tracks.Throttle` does;
-- events: `builder.check_read` (normalisation, then region-format correction for `--region`).
+- events: the `min_confidence` refusal, then `builder.check_read` (normalisation, region-format
+  correction for `--region`, `correction_min_ratio`).
 
 Crop folders skip detection: the whole image is the shot, read by the same recognition path.
 
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,9 +104,9 @@ class FramePipeline:
     def _read_shot(self, shot: Shot, box: BoxT | None) -> PlateResult:
         reading = self.reader.read(shot.crop)
         voted = vote([Ballot(reading.text, reading.confidence, reading.alternatives, weight=shot.score)])
-        if voted is None:
-            return PlateResult("", 0.0, box, reading.text, "", shot.detector_score)
         events = self.settings.events
+        if voted is None or voted.confidence < events.min_confidence:  # events refuses low confidence
+            return PlateResult("", 0.0, box, reading.text, "", shot.detector_score)
         checked = check_read(
             self.formats,
             self.regions,
@@ -177,7 +177,3 @@ def encode_crop(crop: Image, max_side: int = 320) -> bytes:
         crop = cv2.resize(crop, (max(1, round(w * scale)), max(1, round(h * scale))))  # type: ignore[assignment]
     ok, buf = cv2.imencode(".jpg", crop, [cv2.IMWRITE_JPEG_QUALITY, 90])
     return bytes(buf) if ok else b""
-
-
-def boxes_of(reads: Sequence[PlateResult]) -> list[BoxT]:
-    return [r.box for r in reads if r.box is not None]
