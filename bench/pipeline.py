@@ -196,7 +196,10 @@ async def _read_events(bootstrap: str, topic: str, seen: Observed, stop: asyncio
         await consumer.stop()
 
 
-def _config(work: Path, video: DemoVideo, bootstrap: str, topic: str, namespace: str) -> Path:
+def _config(
+    work: Path, video: DemoVideo, kafka: tuple[str, str], namespace: str, detect: dict[str, Any]
+) -> Path:
+    bootstrap, topic = kafka
     config = work / "alpr.yaml"
     config.write_text(
         yaml.safe_dump(
@@ -210,7 +213,7 @@ def _config(work: Path, video: DemoVideo, bootstrap: str, topic: str, namespace:
                     "max_height": video.size[1],
                 },
                 "cameras": [{"id": CAMERA, "source": str(video.path), "realtime": True}],
-                "detect": {"providers": ["CPUExecutionProvider"]},
+                "detect": detect,
                 "kafka": {"bootstrap": bootstrap, "topic": topic},
                 "events": {"outbox_path": str(work / "outbox.sqlite3"), "watchlist_from_kafka": False},
             }
@@ -219,7 +222,9 @@ def _config(work: Path, video: DemoVideo, bootstrap: str, topic: str, namespace:
     return config
 
 
-async def run_pipeline(video: DemoVideo, work: Path) -> tuple[Observed, dict[str, float]]:
+async def run_pipeline(
+    video: DemoVideo, work: Path, detect: dict[str, Any]
+) -> tuple[Observed, dict[str, float]]:
     seen = Observed()
     namespace = f"bench{os.getpid()}"
     (work / "kafka").mkdir()
@@ -235,7 +240,7 @@ async def run_pipeline(video: DemoVideo, work: Path) -> tuple[Observed, dict[str
     try:
         broker.start()
         topic = await broker.create_topic("bench.pipeline", partitions=1)
-        config = _config(work, video, broker.bootstrap, topic, namespace)
+        config = _config(work, video, (broker.bootstrap, topic), namespace, detect)
         run = work / "run"
         run.mkdir(parents=True, exist_ok=True)
         monitor = open_socket(
@@ -338,9 +343,9 @@ def _batches(detections: list[tuple[float, FrameDetections]]) -> list[list[Frame
     return batches
 
 
-def inference_only(seen: Observed, ocr_reads: int) -> dict[str, float]:
+def inference_only(seen: Observed, ocr_reads: int, detect: dict[str, Any]) -> dict[str, float]:
     """Seconds the detector and the recogniser take, alone, for the frames and reads of the run."""
-    settings = DetectSettings(providers=["CPUExecutionProvider"])
+    settings = DetectSettings(**detect)
     ocr_settings = OcrSettings()
     store = model_store(settings)
     batches = [[m for m in b if m.frame.seq in seen.frames] for b in _batches(seen.detections)]
@@ -377,10 +382,15 @@ def inference_only(seen: Observed, ocr_reads: int) -> dict[str, float]:
     return {"frames": frames, "detect_s": detect_s, "ocr_s": ocr_s, "crops": len(crops), "cpu_s": cpu_s}
 
 
-async def main_async(quick: bool) -> int:
+async def main_async(quick: bool, detect_threads: int | None) -> int:
     print(machine_line())
     print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
-    settings = DetectSettings(providers=["CPUExecutionProvider"])
+    # The detect section both sides use: the service defaults on the CPU, or one override for diagnosis.
+    detect: dict[str, Any] = {"providers": ["CPUExecutionProvider"]}
+    if detect_threads is not None:
+        detect["intra_op_threads"] = detect_threads
+        print(f"detect.intra_op_threads = {detect_threads} (both sides)")
+    settings = DetectSettings(**detect)
     ensure_provisioned(model_store(settings), settings.plate_model)
     work = Path(tempfile.mkdtemp(prefix="alpr-bench-pipeline-"))
     try:
@@ -391,7 +401,7 @@ async def main_async(quick: bool) -> int:
             f"@ {video.fps} fps ({video.codec}), paced as a live camera"
         )
         started = time.monotonic()
-        seen, counters = await run_pipeline(video, work)
+        seen, counters = await run_pipeline(video, work, detect)
         print(f"pipeline run: {time.monotonic() - started:.1f} s")
         if len(seen.detections) < 5:
             print("too few detections observed; logs:")
@@ -408,7 +418,7 @@ async def main_async(quick: bool) -> int:
         # Best of `rounds` baseline runs: outside load only slows a run down, so the fastest is the
         # model's own speed (and the harder comparison for the pipeline).
         rounds = 1 if quick else 2
-        runs = [inference_only(seen, int(counters.get("ocr_answered", 0))) for _ in range(rounds)]
+        runs = [inference_only(seen, int(counters.get("ocr_answered", 0)), detect) for _ in range(rounds)]
         base = min(runs, key=lambda r: r["detect_s"] + r["ocr_s"])
         base_fps = base["frames"] / (base["detect_s"] + base["ocr_s"])
         ratio = pipeline_fps / base_fps
@@ -521,8 +531,14 @@ async def main_async(quick: bool) -> int:
 
 
 def main() -> int:
-    args = bench_parser(__doc__).parse_args()
-    return asyncio.run(main_async(args.quick))
+    parser = bench_parser(__doc__)
+    parser.add_argument(
+        "--detect-threads",
+        type=int,
+        help="diagnosis: detect.intra_op_threads for the service and the baseline (default: the service's)",
+    )
+    args = parser.parse_args()
+    return asyncio.run(main_async(args.quick, args.detect_threads))
 
 
 if __name__ == "__main__":
