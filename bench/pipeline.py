@@ -264,7 +264,7 @@ async def run_pipeline(
                     + (work / f"{(dead or ['detect'])[0]}.log").read_text()[-3000:]
                 )
             await asyncio.sleep(0.2)
-        await asyncio.sleep(2.0)  # the SUB/PUB connections settle; ocr-worker joins the coordinator
+        await asyncio.sleep(1.0)  # the SUB/PUB connections settle; ocr-worker joins the coordinator
         tasks.append(asyncio.create_task(_watch_detections(monitor, reader, seen, stop_watch)))
         tasks.append(asyncio.create_task(_read_events(broker.bootstrap, topic, seen, stop_events)))
         procs["ingest"] = _start("ingest", config, logs["ingest"])
@@ -301,7 +301,7 @@ async def run_pipeline(
             counters["ocr_answered"] = _scrape(urls["ocr"], "alpr_ocr_jobs_total", 'outcome="answered"')
         quiet_since = time.monotonic()
         count = len(seen.events)
-        while time.monotonic() - quiet_since < 3.0:
+        while time.monotonic() - quiet_since < 2.5:
             await asyncio.sleep(0.25)
             if len(seen.events) != count:
                 count, quiet_since = len(seen.events), time.monotonic()

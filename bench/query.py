@@ -15,7 +15,7 @@ What it does, on a PostgreSQL 15 it starts itself (tests/harness; fsync off):
 3. for each endpoint — `GET /v1/events?camera=cam-N&limit=50` (camera rotating) and the plate lookup
    `GET /v1/plates/{plate}` (plate rotating over known plates; bare: the same two SELECTs in one
    repeatable-read transaction) — runs a load generator in a separate process (asyncio, raw HTTP/1.1
-   keep-alive, 50 connections), bare and ours alternating in short slices (8 × 5 s each; `--quick` 3 × 2 s)
+   keep-alive, 50 connections), bare and ours alternating in short slices (8 × 5 s each; `--quick` 2 × 2 s)
    so that both see the same background load, and reads req/s and latency percentiles over all slices.
 4. reads the query process's peak RSS (VmHWM from /proc) before stopping it, and each server's CPU time per
    request (user + system, psutil): on a shared machine the req/s ratio moves with the background load,
@@ -374,7 +374,7 @@ def main() -> int:
 
     # Bare and ours alternate in short slices, so both see the same background load (the machine is shared).
     seconds = 2.0 if args.quick else 5.0
-    rounds = 3 if args.quick else 8
+    rounds = 2 if args.quick else 8
     print(machine_line())
     print(
         f"{EVENTS:,} events, {CAMERAS} cameras, {PLATES:,} plates; {CONNECTIONS} connections, "

@@ -39,7 +39,6 @@ from alpr_shared.settings import AlprSettings, PersistSettings, load_settings
 
 pytestmark = pytest.mark.integration
 
-NOW_NS = time.time_ns()
 S = 10**9
 
 
@@ -137,12 +136,14 @@ async def api(query_db: str) -> AsyncIterator[Api]:
         yield api
 
 
-def event(index: int, **changes: Any) -> PlateEvent:
-    """A synthetic event with chosen fields (times in ns; `age_s` sets first_seen that far back)."""
+def event(index: int, now_ns: int | None = None, **changes: Any) -> PlateEvent:
+    """A synthetic event with chosen fields (times in ns; `age_s` sets first_seen that far before `now_ns`,
+    default: the time of the call)."""
+    now = now_ns if now_ns is not None else time.time_ns()
     age_s = changes.pop("age_s", None)
-    base = make_event(index, now_ns=NOW_NS, spread_s=1800)
+    base = make_event(index, now_ns=now, spread_s=1800)
     if age_s is not None:
-        first = NOW_NS - int(age_s * S)
+        first = now - int(age_s * S)
         changes.setdefault("first_seen_ns", first)
         changes.setdefault("last_seen_ns", first + 2 * S)
         changes.setdefault("best_shot_ns", first + S)
@@ -160,14 +161,49 @@ def ids(response: httpx.Response) -> list[str]:
 
 
 async def test_event_filters_and_newest_first(api: Api, store: PlateStore) -> None:
+    now_ns = time.time_ns()
+    now = datetime.fromtimestamp(now_ns / 1e9, UTC)
     events = [
-        event(1, plate="ABC123", camera_id="gate-1", age_s=10, confidence=0.9, direction="in", region="us"),
-        event(2, plate="ABC999", camera_id="gate-2", age_s=20, confidence=0.6, direction="out", region="us"),
         event(
-            3, plate="XYZ123", camera_id="gate-1", age_s=30, confidence=0.8, watchlist=["stolen"], region="de"
+            1,
+            now_ns,
+            plate="ABC123",
+            camera_id="gate-1",
+            age_s=10,
+            confidence=0.9,
+            direction="in",
+            region="us",
         ),
-        event(4, plate="ABC123", camera_id="gate-3", age_s=40, confidence=0.95, site_id="site-2"),
-        event(5, plate="QQQ111", camera_id="gate-2", age_s=7200, confidence=0.7, watchlist=["vip", "stolen"]),
+        event(
+            2,
+            now_ns,
+            plate="ABC999",
+            camera_id="gate-2",
+            age_s=20,
+            confidence=0.6,
+            direction="out",
+            region="us",
+        ),
+        event(
+            3,
+            now_ns,
+            plate="XYZ123",
+            camera_id="gate-1",
+            age_s=30,
+            confidence=0.8,
+            watchlist=["stolen"],
+            region="de",
+        ),
+        event(4, now_ns, plate="ABC123", camera_id="gate-3", age_s=40, confidence=0.95, site_id="site-2"),
+        event(
+            5,
+            now_ns,
+            plate="QQQ111",
+            camera_id="gate-2",
+            age_s=7200,
+            confidence=0.7,
+            watchlist=["vip", "stolen"],
+        ),
     ]
     await store.write(events)
     e = {i + 1: ev.event_id for i, ev in enumerate(events)}
@@ -184,8 +220,8 @@ async def test_event_filters_and_newest_first(api: Api, store: PlateStore) -> No
     assert ids(await api.get("/v1/events?watchlist_label=vip")) == [e[5]]
     assert ids(await api.get("/v1/events?site=site-2")) == [e[4]]
     assert ids(await api.get("/v1/events?region=de")) == [e[3]]
-    since = (datetime.now(UTC) - timedelta(seconds=35)).isoformat()
-    until = (datetime.now(UTC) - timedelta(seconds=15)).isoformat()
+    since = (now - timedelta(seconds=35)).isoformat()
+    until = (now - timedelta(seconds=15)).isoformat()
     assert ids(await api.get("/v1/events", params={"from": since, "to": until})) == [e[2], e[3]]
     body = (await api.get("/v1/events?camera=gate-1&limit=1")).json()
     assert body["limit"] == 1 and body["next"] and body["fuzzy_mode"] is None

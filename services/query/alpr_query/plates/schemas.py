@@ -9,7 +9,7 @@ import msgspec
 from alpr_query.events.schemas import EventSummary
 
 
-class CameraSightings(msgspec.Struct):
+class CameraSightings(msgspec.Struct, gc=False):  # no cycles possible: see events.schemas
     """Built positionally from the repository's row (camera_id, count, first_seen, last_seen)."""
 
     camera_id: str
@@ -18,7 +18,7 @@ class CameraSightings(msgspec.Struct):
     last_seen: datetime
 
 
-class PlateHistory(msgspec.Struct, kw_only=True):
+class PlateHistory(msgspec.Struct, kw_only=True, gc=False):
     """Where and when one plate was seen: totals, per camera, and the newest sightings (newest first)."""
 
     plate: str
