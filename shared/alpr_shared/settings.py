@@ -364,6 +364,9 @@ class ByteTrackSettings(_Section):
     confirm_match_iou: float = Field(default=0.3, gt=0, lt=1)
     # Frames a lost track is predicted and waits to be re-found (occlusion): 1 s at 30 fps.
     lost_track_buffer: int = Field(default=30, ge=1, le=100_000)
+    # ... and at most this long by capture time (0 = frames only): keeps the buffer 1 s when detect
+    # processes fewer frames than the camera sends (a busy CPU), instead of stretching it to many seconds.
+    lost_track_seconds: float = Field(default=1.0, ge=0, le=3600)
     # Weigh IoU by detection score in the first association: prefers confident boxes in crowds.
     fuse_score: bool = True
 

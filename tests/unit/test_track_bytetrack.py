@@ -124,6 +124,38 @@ def test_track_lost_beyond_buffer_ends_as_lost() -> None:
     assert [(t.track_id, t.end_reason, t.last_frame) for t in ended] == [(1, "lost", 11)]
 
 
+def test_lost_buffer_is_also_bounded_by_time() -> None:
+    # Detect keeps up with 4 of the camera's frames per second: 30 processed frames would be 7.5 s,
+    # so the time bound (1 s) must end the track first; a second car appearing at the same place
+    # 2 s later then gets a new id instead of inheriting the first car's track.
+    ids = itertools.count(1)
+    params = ByteTrackParams(lost_track_buffer=30, lost_track_max_ns=1_000_000_000)
+    tracker = ByteTracker(params, lambda: next(ids))
+    box = np.array([[900.0, 500.0, 1050.0, 590.0]])
+    score = np.array([0.9])
+    none = np.zeros((0, 4))
+    step_ns = 250_000_000  # 4 frames/s
+    ended: list[Track] = []
+    seen: list[int] = []
+    for i in range(40):
+        car_visible = i < 8 or i >= 16  # first car for 2 s, 2 s of nothing, then a second car
+        step = tracker.update(
+            box if car_visible else none, score if car_visible else np.zeros(0), SIZE, stamp=i * step_ns
+        )
+        ended.extend(step.ended)
+        seen.extend(t.track_id for t in step.active if t.track_id not in seen)
+    assert [(t.track_id, t.end_reason) for t in ended] == [(1, "lost")]
+    assert ended[0].last_frame - 1 < 8 + 5  # ended within ~1 s (4 frames) of its last sighting
+    assert seen == [1, 2]
+    # Without stamps (all 0) the frame count alone applies, as before.
+    ids2 = itertools.count(1)
+    frames_only = ByteTracker(params, lambda: next(ids2))
+    for i in range(40):
+        visible = i < 8 or i >= 16
+        frames_only.update(box if visible else none, score if visible else np.zeros(0), SIZE)
+    assert [t.track_id for t in frames_only.tracks] == [1]
+
+
 def test_flicker_below_new_track_threshold_starts_nothing() -> None:
     ids = itertools.count(1)
     tracker = ByteTracker(ByteTrackParams(), lambda: next(ids))

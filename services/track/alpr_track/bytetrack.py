@@ -15,7 +15,8 @@ Differences from the reference implementation, on purpose:
   one-frame flickers; the id source is the caller's (unique across a camera's trackers and restarts);
 - a lost track whose predicted centre left the frame ends at once (`end_reason="left_frame"`) instead of
   waiting out the buffer, so downstream stages can finalise a read promptly;
-- each track has its own `max_lost`, which the caller may raise (a parked vehicle is worth waiting for).
+- each track has its own `max_lost` (frames) and `max_lost_ns` (time), which the caller may change (a
+  parked vehicle is worth waiting for).
 """
 
 from __future__ import annotations
@@ -49,6 +50,10 @@ class ByteTrackParams:
     low_match_iou: float = 0.5
     confirm_match_iou: float = 0.3
     lost_track_buffer: int = 30
+    # A lost track also ends once this long (in the callers' `stamp` units, ns) has passed since it was
+    # last seen; 0 = frames only. Counting frames alone made the buffer depend on how fast detect runs:
+    # at 4 processed frames/s, 30 frames is 7.5 s, long enough to hand a track to the next car.
+    lost_track_max_ns: int = 0
     fuse_score: bool = True
     # Buffered IoU (C-BIoU): boxes are enlarged by this share of their size on each side for matching
     # only, so a small, fast object (a plate) still overlaps its prediction. 0 = the paper's plain IoU.
@@ -79,8 +84,10 @@ class Track:
     hits: int = 1
     det_index: int = -1
     max_lost: int = 30
+    max_lost_ns: int = 0  # the time bound (see ByteTrackParams.lost_track_max_ns); 0 = frames only
     end_reason: EndReason | None = None
     first_stamp: int = 0  # the caller's `stamp` of the frame with the first detection (e.g. capture time)
+    last_stamp: int = 0  # the caller's `stamp` of the frame with the latest detection
     user: object = field(default=None, repr=False)  # the caller's per-track state
 
 
@@ -116,6 +123,7 @@ class ByteTracker:
         self.params = params
         self._next_id = next_id
         self.frame_id = 0
+        self._stamp = 0
         self.tracks: list[Track] = []
         self._mean: Array = np.zeros((0, 8))
         self._cov: Array = np.zeros((0, 8, 8))
@@ -130,6 +138,7 @@ class ByteTracker:
         """Advance one frame. `frame_size` (width, height) lets lost tracks that left the frame end early;
         `stamp` (e.g. the capture time) is remembered as a new track's `first_stamp`."""
         self.frame_id += 1
+        self._stamp = stamp
         n = len(self.tracks)
         if n:
             lost_mask = np.fromiter((t.lost for t in self.tracks), dtype=bool, count=n)
@@ -203,6 +212,7 @@ class ByteTracker:
             track.det_index = di
             track.lost = False
             track.last_frame = self.frame_id
+            track.last_stamp = self._stamp
             track.hits += 1
             track.score = float(scores[di])
             b = boxes[di]
@@ -222,7 +232,10 @@ class ByteTracker:
         for ti, track in enumerate(tracks):
             if not track.lost:
                 continue
-            if self.frame_id - track.last_frame > track.max_lost:
+            max_ns = track.max_lost_ns
+            if self.frame_id - track.last_frame > track.max_lost or (
+                max_ns and self._stamp - track.last_stamp > max_ns
+            ):
                 track.end_reason = "lost"
             elif frame_size is not None:
                 cx, cy = self._mean[ti, 0], self._mean[ti, 1]
@@ -258,7 +271,9 @@ class ByteTracker:
                 confirmed=first,
                 det_index=di if first else -1,
                 max_lost=self.params.lost_track_buffer,
+                max_lost_ns=self.params.lost_track_max_ns,
                 first_stamp=stamp,
+                last_stamp=stamp,
             )
             if first:
                 started.append(track)

@@ -48,6 +48,7 @@ def params_from_settings(s: ByteTrackSettings, match_expand: float = 0.0) -> Byt
         low_match_iou=s.low_match_iou,
         confirm_match_iou=s.confirm_match_iou,
         lost_track_buffer=s.lost_track_buffer,
+        lost_track_max_ns=round(s.lost_track_seconds * 1e9),
         fuse_score=s.fuse_score,
     )
 
@@ -253,6 +254,8 @@ class CameraTracker:
         track.max_lost = (
             s.stationary_lost_buffer if motion.stationary else self.plates.params.lost_track_buffer
         )
+        # A parked vehicle waits its whole frame buffer, however slowly frames are processed.
+        track.max_lost_ns = 0 if motion.stationary else self.plates.params.lost_track_max_ns
         dx = centre[0] - motion.origin[0]
         dy = centre[1] - motion.origin[1]
         if math.hypot(dx, dy) >= s.direction_min_travel * diagonal:

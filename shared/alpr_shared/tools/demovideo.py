@@ -42,9 +42,11 @@ Image = npt.NDArray[np.uint8]
 _T = TypeVar("_T")
 
 # Bump when the rendering changes, so cached videos made by an older version are regenerated.
-RENDER_VERSION = 3
+RENDER_VERSION = 4
 # Dark frames between two photos: the car has left the view, so the tracker cannot join two cars' tracks.
-GAP_SECONDS = 0.5
+# Longer than track's time bound on a lost track (track.bytetrack.lost_track_seconds, 1 s), so the old
+# track has ended before the next car appears, however few frames detect processes.
+GAP_SECONDS = 1.5
 # Zoom over one photo, as fractions of the widest window of the output's aspect: starting below 1 leaves
 # room to pan even when the photo has the output's aspect.
 ZOOM_START = 0.9
