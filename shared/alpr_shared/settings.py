@@ -278,6 +278,9 @@ class EventsSettings(_Section):
     revision_min_gain: float = Field(default=0.02, ge=0, le=1)
     # Reads below this confidence are dropped (counted, reason="low_confidence").
     min_confidence: float = Field(default=0.0, ge=0, le=1)
+    # Reads shorter than this after normalisation are dropped (reason="too_short"): two characters are a
+    # logo, a sticker or half a plate far more often than a real plate (OpenALPR's default minimum is 4).
+    min_plate_length: int = Field(default=3, ge=1, le=16)
     # Regions tried when a camera lists none; empty means every region of the formats file.
     default_regions: list[str] = Field(default_factory=list)
     # Extra YAML of plate formats, merged over the built-in file (same layout as plate_formats.yaml).

@@ -160,6 +160,14 @@ def test_bad_reads_are_refused_with_a_reason() -> None:
     assert b.open_events() == 0
 
 
+def test_too_short_reads_are_dropped_at_the_configured_length() -> None:
+    strict = builder(min_plate_length=3)
+    assert strict.process(make_read("gate-1", 1, "ON", first_seen_ns=T0), T0).dropped == "too_short"
+    assert strict.process(make_read("gate-1", 2, "A1B", first_seen_ns=T0), T0).dropped is None
+    lenient = builder(min_plate_length=1)
+    assert lenient.process(make_read("gate-1", 1, "ON", first_seen_ns=T0), T0).dropped is None
+
+
 def test_corrected_plate_keeps_the_raw_read() -> None:
     # No OCR alternatives: the 5→S guess rests on the confusables alone (ratio 0.5), allowed here.
     b = builder(correction_min_ratio=0.0)

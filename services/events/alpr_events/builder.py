@@ -64,6 +64,7 @@ class BuilderConfig:
     correction_max_changes: int = 2
     confusable_weight: float = 0.5
     correction_min_ratio: float = 0.6  # see events.correction_min_ratio
+    min_plate_length: int = 1  # see events.min_plate_length
     plate_jpeg_max_bytes: int = 16_384
     vehicle_jpeg_max_bytes: int = 65_536
 
@@ -124,15 +125,18 @@ def check_read(
     max_changes: int,
     confusable_weight: float,
     min_ratio: float = 0.0,
+    min_length: int = 1,
 ) -> CheckedRead | str:
     """Normalise one OCR read and check it against the regions' formats (correcting it when a format is
     in reach): the plate an event would carry, or the reason the read is dropped (`empty_text`,
-    `malformed`). Pure; `alpr eval` scores exactly this."""
+    `malformed`, `too_short`). Pure; `alpr eval` scores exactly this."""
     norm = normalize(text, [[(c.char, c.confidence) for c in pos] for pos in alternatives])
     if not norm.text:
         return "empty_text"
     if len(norm.text) > MAX_PLATE_LENGTH:
         return "malformed"
+    if len(norm.text) < min_length:
+        return "too_short"
     check = formats.check(norm, regions, max_changes=max_changes, confusable_weight=confusable_weight)
     if check.corrected and check.confidence_factor < min_ratio:
         # The formats alone back this correction, against the OCR: keep the read as it was read.
@@ -234,6 +238,7 @@ class EventBuilder:
             max_changes=self.config.correction_max_changes,
             confusable_weight=self.config.confusable_weight,
             min_ratio=self.config.correction_min_ratio,
+            min_length=self.config.min_plate_length,
         )
         if isinstance(checked, str):
             return Outcome(dropped=checked)

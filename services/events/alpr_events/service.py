@@ -84,6 +84,7 @@ def builder_config(events: EventsSettings) -> BuilderConfig:
         correction_max_changes=events.correction_max_changes,
         confusable_weight=events.confusable_weight,
         correction_min_ratio=events.correction_min_ratio,
+        min_plate_length=events.min_plate_length,
         plate_jpeg_max_bytes=events.plate_jpeg_max_bytes,
         vehicle_jpeg_max_bytes=events.vehicle_jpeg_max_bytes,
     )

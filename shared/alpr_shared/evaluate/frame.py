@@ -116,6 +116,7 @@ class FramePipeline:
             max_changes=events.correction_max_changes,
             confusable_weight=events.confusable_weight,
             min_ratio=events.correction_min_ratio,
+            min_length=events.min_plate_length,
         )
         if isinstance(checked, str):  # events drops it: no plate
             return PlateResult("", 0.0, box, reading.text, "", shot.detector_score)
