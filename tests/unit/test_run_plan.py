@@ -3,7 +3,6 @@ order."""
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -75,12 +74,6 @@ def test_embedded_config_is_valid_and_uses_the_outbox_without_a_broker(tmp_path:
     assert (settings.frame_store.max_width, settings.frame_store.max_height) == (1280, 720)
     assert [c.id for c in settings.cameras] == ["gate"] and settings.cameras[0].realtime
     assert settings.log.format == "json"
-    assert settings.detect.intra_op_threads == max(1, (os.cpu_count() or 2) // 2)
-
-
-def test_users_detect_threads_are_kept(tmp_path: Path) -> None:
-    settings = load_settings(_config(tmp_path, RunOptions(), {"detect": {"intra_op_threads": 3}}))
-    assert settings.detect.intra_op_threads == 3
 
 
 def test_kafka_mode_keeps_production_delivery_and_the_users_settings(tmp_path: Path) -> None:

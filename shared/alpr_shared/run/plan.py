@@ -221,11 +221,6 @@ def build_config(
             if name in ServicesSettings.model_fields
         },
     }
-    if "intra_op_threads" not in (base.get("detect") or {}):
-        # Every stage shares this machine: ONNX Runtime's default (a thread per core) had detect's threads
-        # fight ingest, track and OCR for the cores — one thread per two cores gave the pipeline 1.6x the
-        # frame rate on 2 cores (BENCHMARKS.md, pipeline). A user's detect.intra_op_threads wins.
-        run["detect"] = {"intra_op_threads": max(1, (os.cpu_count() or 2) // 2)}
     if frame_size is not None and not base.get("frame_store", {}).get("max_width"):
         # Rings sized for the files' frames rather than 1080p: less shared memory per camera.
         run["frame_store"]["max_width"], run["frame_store"]["max_height"] = frame_size
