@@ -509,7 +509,8 @@ class DetectSettings(_Section):
     batch_deadline_ms: float = Field(default=15.0, ge=0, le=10_000)
     # Frames waiting per camera; beyond it the oldest waiting frame is dropped (counted per camera).
     max_pending_per_camera: int = Field(default=2, ge=1, le=64)
-    # ONNX Runtime threads inside one operator (0: one per core) and across operators.
+    # ONNX Runtime threads inside one operator (0: half the cores, at least 1; detect shares the box with
+    # the other stages) and across operators.
     intra_op_threads: int = Field(default=0, ge=0, le=256)
     inter_op_threads: int = Field(default=1, ge=0, le=256)
     # How long to wait for track to accept a message before failing (detections are never dropped).

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from contextlib import ExitStack
 from pathlib import Path
 
@@ -13,6 +14,16 @@ from alpr_detect.pipeline import DetectionPipeline, RefineConfig
 from alpr_detect.refine import SecondPass
 from alpr_shared.schemas import ObjectClass
 from alpr_shared.settings import DetectSettings
+
+
+def intra_op_threads(configured: int, cores: int | None = None) -> int:
+    """ONNX Runtime's threads inside one operator: as configured, or for 0 half the cores (at least one).
+    Detect shares the edge box with decoding, tracking and OCR: with a thread per core (ONNX Runtime's own
+    default) its threads fought the other stages and the whole pipeline ran at 0.6x the frame rate it
+    reaches with one thread on 2 cores (BENCHMARKS.md, pipeline)."""
+    if configured:
+        return configured
+    return max(1, (cores if cores is not None else (os.cpu_count() or 2)) // 2)
 
 
 def model_store(settings: DetectSettings) -> ModelStore:
@@ -37,7 +48,7 @@ def open_backend(
     return OrtBackend(
         path,
         providers=settings.providers,
-        intra_op_threads=settings.intra_op_threads,
+        intra_op_threads=intra_op_threads(settings.intra_op_threads),
         inter_op_threads=settings.inter_op_threads,
         max_batch=max_batch,
         provision_hint=spec.provision_command,

@@ -64,10 +64,11 @@ class Worker:
 
 
 def worker_settings(settings: AlprSettings, workers: int) -> AlprSettings:
-    """Settings for one of `workers` processes: ONNX Runtime threads divided among them."""
-    if workers <= 1:
+    """Settings for one of `workers` processes: ONNX Runtime threads divided among them (an eval process
+    has the machine to itself, unlike detect in the pipeline, whose default is half the cores)."""
+    if workers <= 1 and settings.detect.intra_op_threads:
         return settings
-    threads = max(1, (os.cpu_count() or 1) // workers)
+    threads = max(1, (os.cpu_count() or 1) // max(1, workers))
     detect = settings.detect.model_copy(update={"intra_op_threads": threads})
     return settings.model_copy(update={"detect": detect})
 
