@@ -529,6 +529,17 @@ async def test_every_v1_route_needs_a_key_with_the_right_scope(api: Api) -> None
         assert (await api.client.get(public)).status_code == 200, public
 
 
+async def test_docs_page_loads_its_assets_from_the_api_itself(api: Api) -> None:
+    page = await api.client.get("/docs")
+    assert page.status_code == 200
+    # Offline sites have no CDN: every script and style the page names is served here.
+    assets = re.findall(r'(?:src|href)="([^"]+\.(?:js|css))"', page.text)
+    assert assets and all(a.startswith("/docs/assets/") for a in assets), assets
+    for asset in assets:
+        response = await api.client.get(asset)
+        assert response.status_code == 200 and len(response.content) > 1000, asset
+
+
 async def test_cors_headers_follow_the_configured_origins(api: Api) -> None:
     allowed, other = "https://ui.example", "https://evil.example"
     preflight = await api.client.options(

@@ -30,6 +30,7 @@ from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
+from litestar.static_files import create_static_files_router
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Histogram
 
@@ -57,6 +58,19 @@ log = get_logger("alpr.query")
 
 READY_TIMEOUT_S = 2.0
 SECURITY: list[dict[str, list[str]]] = [{"bearerKey": []}, {"headerKey": []}]
+
+
+# Swagger UI's scripts and styles come from the `swagger-ui-bundle` package, served by the app itself:
+# Litestar's default loads them from a CDN, and the docs page stayed blank on an offline site.
+SWAGGER_ASSETS = "/docs/assets"
+
+
+def _swagger_assets() -> Router:
+    import swagger_ui_bundle  # noqa: PLC0415 - only the app factory needs it
+
+    return create_static_files_router(
+        path=SWAGGER_ASSETS, directories=[swagger_ui_bundle.swagger_ui_path], include_in_schema=False
+    )
 
 
 def _version() -> str:
@@ -253,7 +267,7 @@ def create_app(
         else None
     )
     app = Litestar(
-        route_handlers=[v1, *_health_handlers(lambda: state)],
+        route_handlers=[v1, *_health_handlers(lambda: state), _swagger_assets()],
         lifespan=[lifespan],
         middleware=[
             DefineMiddleware(RequestMetrics, metrics=metrics, access_log=query.access_log),
@@ -270,7 +284,15 @@ def create_app(
                 "(`Authorization: Bearer <key>` or `X-API-Key`; `alpr keys create`)."
             ),
             path="/docs",
-            render_plugins=[SwaggerRenderPlugin(path="/"), JsonRenderPlugin(path="/openapi.json")],
+            render_plugins=[
+                SwaggerRenderPlugin(
+                    path="/",
+                    js_url=f"{SWAGGER_ASSETS}/swagger-ui-bundle.js",
+                    css_url=f"{SWAGGER_ASSETS}/swagger-ui.css",
+                    standalone_preset_js_url=f"{SWAGGER_ASSETS}/swagger-ui-standalone-preset.js",
+                ),
+                JsonRenderPlugin(path="/openapi.json"),
+            ],
             components=Components(
                 security_schemes={
                     "bearerKey": SecurityScheme(type="http", scheme="bearer", description="API key"),
