@@ -35,7 +35,6 @@ import json
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
@@ -55,6 +54,7 @@ import zmq.asyncio
 from aiokafka import AIOKafkaConsumer
 from rapidfuzz.distance import Levenshtein
 from tests.harness import KafkaBroker
+from tests.harness.services import start_service, stop_service
 
 from alpr_detect.build import build_pipeline, model_store
 from alpr_detect.models import ensure_provisioned
@@ -117,28 +117,6 @@ def _cpu_seconds(procs: dict[str, subprocess.Popen[bytes]]) -> dict[str, float]:
             continue
         out[name] = times.user + times.system
     return out
-
-
-def _start(command: str, config: Path, log: Path) -> subprocess.Popen[bytes]:
-    with log.open("wb") as stderr:
-        return subprocess.Popen(
-            [sys.executable, "-m", "alpr_shared.cli", command, "-c", str(config), "--metrics-port", "0"],
-            stdout=subprocess.DEVNULL,
-            stderr=stderr,
-            env={**os.environ, "ALPR_LOG__FORMAT": "json"},
-        )
-
-
-def _stop(proc: subprocess.Popen[bytes], timeout: float = 30.0) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            return proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(5)
-            return -9
-    return int(proc.returncode)
 
 
 async def _sample_memory(
@@ -254,7 +232,7 @@ async def run_pipeline(
         )
         reader = FrameReader()
         for name in ("events", "ocr", "ocr-worker", "track", "detect"):
-            procs[name] = _start(name, config, logs[name])
+            procs[name] = start_service(name, config, logs[name])
         deadline = time.monotonic() + 120
         while not all((run / s).exists() for s in ("detections.sock", "tracks.sock", "plate-reads.sock")):
             dead = [n for n, p in procs.items() if p.poll() is not None]
@@ -267,7 +245,7 @@ async def run_pipeline(
         await asyncio.sleep(1.0)  # the SUB/PUB connections settle; ocr-worker joins the coordinator
         tasks.append(asyncio.create_task(_watch_detections(monitor, reader, seen, stop_watch)))
         tasks.append(asyncio.create_task(_read_events(broker.bootstrap, topic, seen, stop_events)))
-        procs["ingest"] = _start("ingest", config, logs["ingest"])
+        procs["ingest"] = start_service("ingest", config, logs["ingest"])
         cpu_start = _cpu_seconds(procs)
         wall_start = time.monotonic()
         tasks.append(asyncio.create_task(_sample_memory(procs, seen, stop_memory)))
@@ -296,7 +274,7 @@ async def run_pipeline(
         # End of the passage: stop the source, detect and track (which ends its open tracks, so OCR
         # finalises and events emits the final revisions), then wait for the topic to go quiet.
         for name in ("ingest", "detect", "track"):
-            counters[f"exit_{name}"] = _stop(procs[name])
+            counters[f"exit_{name}"] = stop_service(procs[name], timeout=30.0)
         if urls["ocr"]:
             counters["ocr_answered"] = _scrape(urls["ocr"], "alpr_ocr_jobs_total", 'outcome="answered"')
         quiet_since = time.monotonic()
@@ -308,7 +286,7 @@ async def run_pipeline(
         if urls["ocr"]:
             counters["ocr_answered"] = _scrape(urls["ocr"], "alpr_ocr_jobs_total", 'outcome="answered"')
         for name in ("ocr", "ocr-worker", "events"):
-            counters[f"exit_{name}"] = _stop(procs[name])
+            counters[f"exit_{name}"] = stop_service(procs[name], timeout=30.0)
     finally:
         stop_watch.set()
         stop_memory.set()
@@ -319,7 +297,7 @@ async def run_pipeline(
             except Exception as exc:  # noqa: BLE001 - report, the run's figures say the rest
                 print(f"bench task failed: {exc!r}")
         for proc in procs.values():
-            _stop(proc)
+            stop_service(proc, timeout=30.0)
         if "reader" in locals():
             reader.close()
         if "monitor" in locals():
