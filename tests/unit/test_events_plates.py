@@ -105,7 +105,7 @@ def test_each_region_rejects_other_shapes(formats: PlateFormats, region: str, pl
 
 
 def test_groups_and_default_regions(formats: PlateFormats) -> None:
-    assert formats.resolve(["eu"]) == ("de", "fr", "it", "es", "nl", "pl", "gb")
+    assert formats.resolve(["eu"]) == ("de", "fr", "it", "es", "nl", "pl", "gb", "sk", "cz", "hu", "hr")
     assert formats.resolve([]) == tuple(formats.regions)
     assert formats.resolve(["br", "eu"])[0] == "br"
     with pytest.raises(FormatsError, match="unknown plate region 'xx'"):
@@ -242,8 +242,74 @@ def test_property_a_correction_is_always_valid_and_close(formats: PlateFormats, 
     result = check(formats, text, [])
     if result.corrected:
         assert formats.match(result.plate, formats.resolve([])) is not None
-        assert len(result.plate) == len(text)
-        assert sum(a != b for a, b in zip(result.plate, text, strict=True)) <= 2
+        if len(result.plate) == len(text):
+            assert sum(a != b for a, b in zip(result.plate, text, strict=True)) <= 2
+        else:
+            # One character dropped at a gap (`~`), then at most one more change.
+            assert len(result.plate) == len(text) - 1
+            assert any(
+                sum(a != b for a, b in zip(result.plate, text[:i] + text[i + 1 :], strict=True)) <= 1
+                for i in range(len(text))
+            )
         assert 0 < result.confidence_factor <= 1
     elif result.format_valid:
         assert result.plate == text
+
+
+# --- gaps (`~`) and per-region confusable weights -------------------------------------------------------
+
+
+def test_a_gap_is_never_part_of_a_valid_plate(formats: PlateFormats) -> None:
+    sk = formats.resolve(["sk"])
+    assert formats.match("RK346AL", sk) == "sk"
+    assert formats.match("RK8346AL", sk) is None
+
+
+@pytest.mark.parametrize(
+    ("read", "region", "plate"),
+    [
+        ("RK8346AL", "sk", "RK346AL"),  # the Slovak coat of arms read as 8
+        ("BAB302OZ", "sk", "BA302OZ"),
+        ("2T480211", "cz", "2T40211"),  # an inspection sticker between the groups
+        ("ZGB1234AB", "hr", "ZG1234AB"),
+    ],
+)
+def test_a_character_read_at_a_gap_is_dropped(
+    formats: PlateFormats, read: str, region: str, plate: str
+) -> None:
+    result = check(formats, read, [region])
+    assert (result.plate, result.region, result.format_valid, result.corrected) == (plate, region, True, True)
+    # The drop itself costs no confidence: the shape alone backs it.
+    assert result.confidence_factor == 1.0
+
+
+def test_a_character_away_from_the_gap_is_never_dropped(formats: PlateFormats) -> None:
+    # Nine characters: no Slovak template that long, so no drop anywhere else.
+    assert not check(formats, "RK346AL12", ["sk"]).format_valid
+    # The gap only drops; it never lets a missing character through.
+    assert not check(formats, "RK46AL", ["sk"]).format_valid
+
+
+def test_a_gap_takes_no_quantifier() -> None:
+    with pytest.raises(FormatsError, match="gap"):
+        compile_pattern("zz", "LL~{2}NN")
+    assert compile_pattern("zz", "LL~NN").regex.fullmatch("AB12")
+
+
+def test_a_regions_confusable_weight_replaces_the_callers(formats: PlateFormats) -> None:
+    # O read as 0 in the letters of a Slovak plate; the OCR offered no alternative.
+    strict = check(formats, "PP587A0", ["sk"])
+    assert (strict.plate, strict.corrected) == ("PP587AO", True)
+    assert strict.confidence_factor == pytest.approx(0.7)
+    plain = PlateFormats.from_mapping(
+        {"regions": {"sk": {"formats": ["LLNNNLL"]}}, "confusables": [["O", "0"]]}
+    )
+    loose = plain.check(normalize("PP587A0"), ("sk",), max_changes=2, confusable_weight=0.5)
+    assert (loose.plate, loose.corrected) == ("PP587AO", True)
+    assert loose.confidence_factor == pytest.approx(0.5)
+
+
+@pytest.mark.parametrize("weight", [0, 1.5, "high", True])
+def test_a_bad_region_weight_is_refused(weight: object) -> None:
+    with pytest.raises(FormatsError, match="region sk: confusable_weight"):
+        PlateFormats.from_mapping({"regions": {"sk": {"formats": ["LLNNNLL"], "confusable_weight": weight}}})

@@ -8,7 +8,8 @@ beyond reading the formats YAML when asked to.
   regex for the fast "is this valid" check, and fixed-length position templates for correction.
 - `PlateFormats.correct()` tries confusable substitutions (O/0, B/8, …) position by position, using the
   OCR's alternatives and their confidences, and returns the format-valid candidate with the highest
-  joint confidence. It never invents characters at positions the read did not have.
+  joint confidence. It never invents characters at positions the read did not have; the only character
+  it may drop is one read at a pattern's gap (`~`: where an emblem or a sticker sits between two groups).
 """
 
 from __future__ import annotations
@@ -31,6 +32,8 @@ LETTERS = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZ")
 DIGITS = frozenset("0123456789")
 # Larger expansions of one pattern mean a pattern typo (e.g. A{1,20}); refuse them with a clear error.
 MAX_TEMPLATES_PER_PATTERN = 4096
+# A template position that stands for a gap's stray character (`~`): whatever was read there is dropped.
+STRAY = frozenset("~")
 
 
 class FormatsError(ValueError):
@@ -89,7 +92,7 @@ def normalize(raw: str, alternatives: Alternatives = ()) -> Normalized:
 
 # --- formats ------------------------------------------------------------------------------------------
 
-_TOKEN_RE = re.compile(r"(L|N|A|\[[^\]]+\])(\?|\{\d+(?:,\d+)?\})?")
+_TOKEN_RE = re.compile(r"(L|N|A|~|\[[^\]]+\])(\?|\{\d+(?:,\d+)?\})?")
 
 
 _CLASSES = {"L": LETTERS, "N": DIGITS, "A": PLATE_CHARS}
@@ -150,19 +153,27 @@ def compile_pattern(region: str, pattern: str, length: Sequence[int] | None = No
             m = _TOKEN_RE.match(pattern, pos)
             if m is None:
                 raise ValueError(f"cannot read {pattern[pos:]!r}")  # noqa: TRY301 - reported below with the region
-            chars = _char_set(m.group(1))
+            chars = STRAY if m.group(1) == "~" else _char_set(m.group(1))
+            if chars is STRAY:
+                if m.group(2):
+                    raise ValueError("a gap (~) takes no quantifier: it is one optional stray character")  # noqa: TRY301
+                # Optional, and never part of a valid plate: the regex skips it, correction may drop it.
+                parts.append((STRAY, 0, 1))
+                pos = m.end()
+                continue
             lo, hi = _repeat(m.group(2))
             parts.append((chars, lo, hi))
             regex_parts.append(f"[{''.join(sorted(chars))}]{{{lo},{hi}}}")
             pos = m.end()
     except ValueError as exc:
         raise FormatsError(f"region {region}: bad pattern {pattern!r}: {exc}") from exc
-    if not parts:
+    if not regex_parts:
         raise FormatsError(f"region {region}: empty pattern")
     min_len, max_len = (length[0], length[1]) if length else (0, 10**6)
     templates: set[Template] = set()
     for counts in itertools.product(*(range(lo, hi + 1) for _, lo, hi in parts)):
-        total = sum(counts)
+        # `length` bounds the plate, which never holds the gap's stray character.
+        total = sum(n for (chars, _, _), n in zip(parts, counts, strict=True) if chars is not STRAY)
         if not (max(min_len, 1) <= total <= max_len):
             continue
         templates.add(tuple(chars for (chars, _, _), n in zip(parts, counts, strict=True) for _ in range(n)))
@@ -206,8 +217,11 @@ class PlateFormats:
         groups: Mapping[str, Sequence[str]],
         confusables: Iterable[tuple[str, str]],
         names: Mapping[str, str] | None = None,
+        weights: Mapping[str, float] | None = None,
     ) -> None:
         self.regions = {code: tuple(fmts) for code, fmts in regions.items()}
+        # Per region: the confusable weight that replaces the caller's (formats that fix every position).
+        self.weights = dict(weights or {})
         self.groups = {name: tuple(members) for name, members in groups.items()}
         self.names = dict(names or {})
         # In file order: on equal scores the pair listed first wins (0 reads as O before D or Q).
@@ -244,11 +258,17 @@ class PlateFormats:
     def from_mapping(cls, data: Mapping[str, Any]) -> PlateFormats:
         regions: dict[str, list[PlateFormat]] = {}
         names: dict[str, str] = {}
+        weights: dict[str, float] = {}
         for raw_code, spec in (data.get("regions") or {}).items():
             code = str(raw_code).lower()
             if code == UNKNOWN_REGION or not isinstance(spec, dict) or not spec.get("formats"):
                 raise FormatsError(f"region {code}: needs a non-empty 'formats' list")
             names[code] = str(spec.get("name", code))
+            if "confusable_weight" in spec:
+                weight = spec["confusable_weight"]
+                if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 < weight <= 1:
+                    raise FormatsError(f"region {code}: confusable_weight must be a number in (0, 1]")
+                weights[code] = float(weight)
             fmts: list[PlateFormat] = []
             for item in spec["formats"]:
                 entry = item if isinstance(item, dict) else {"pattern": item}
@@ -266,7 +286,7 @@ class PlateFormats:
             if not isinstance(pair, list) or len(pair) != 2 or not all(str(c) in PLATE_CHARS for c in pair):
                 raise FormatsError(f"confusable {pair!r} must be a pair of characters A-Z / 0-9")
             pairs.append((str(pair[0]), str(pair[1])))
-        return cls(regions, groups, pairs, names)
+        return cls(regions, groups, pairs, names, weights)
 
     # --- queries --------------------------------------------------------------------------------------
 
@@ -313,20 +333,26 @@ class PlateFormats:
 
         Each position may take the read's character, one of its OCR alternatives (at the OCR's
         confidence) or a confusable of either (at `confusable_weight` × the confidence of the character
-        it stands in for, unless the OCR offered it itself). At most `max_changes` positions change.
+        it stands in for, unless the OCR offered it itself; a region's own `confusable_weight` replaces
+        the argument). A character read at a gap (`~`) may be dropped: a change that costs no confidence.
+        At most `max_changes` positions change.
         """
         text = read.text
         n = len(text)
         if n == 0 or max_changes == 0:
             return None
-        options = [
-            self._options(text[i], read.alternatives[i] if read.alternatives else (), confusable_weight)
-            for i in range(n)
-        ]
-        own = [dict(opts)[text[i]] for i, opts in enumerate(options)]
+        by_weight: dict[float, tuple[list[list[tuple[str, float]]], list[float]]] = {}
         best: Correction | None = None
         best_key: tuple[float, int] | None = None
         for fmt in self._formats(regions):
+            weight = self.weights.get(fmt.region, confusable_weight)
+            if weight not in by_weight:
+                options = [
+                    self._options(text[i], read.alternatives[i] if read.alternatives else (), weight)
+                    for i in range(n)
+                ]
+                by_weight[weight] = (options, [dict(opts)[text[i]] for i, opts in enumerate(options)])
+            options, own = by_weight[weight]
             for template in fmt.templates:
                 if len(template) != n:
                     continue
@@ -385,13 +411,20 @@ def _best_fill(
 
     Positions are independent, so the joint maximum is the per-position maximum. A position whose own
     character does not fit must change; one where it fits changes only if an alternative scores higher,
-    and when changes run short the largest gains are kept.
+    and when changes run short the largest gains are kept. A gap position (`STRAY`) drops its character:
+    a forced change that leaves the joint confidence as it is.
     """
     chars = list(text)
     log_ratio = 0.0
     forced = 0
     optional: list[tuple[float, int, str]] = []
     for i, allowed in enumerate(template):
+        if allowed is STRAY:
+            forced += 1
+            if forced > max_changes:
+                return None
+            chars[i] = ""
+            continue
         pick = next(((c, p) for c, p in options[i] if c in allowed and p > 0), None)
         if pick is None:
             return None
