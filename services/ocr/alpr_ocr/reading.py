@@ -16,6 +16,8 @@ from pathlib import Path
 
 from alpr_ocr.recognizer import (
     BACKENDS,
+    CRNN_MODEL_NAME,
+    ENSEMBLE_NAME,
     MODEL_PACKAGE,
     PPOCR_MODEL_NAME,
     Image,
@@ -78,14 +80,17 @@ class PlateReader:
     def version(self) -> str:
         """What was read with, for records such as ACCURACY.md: the name and the model's provenance."""
         steps = " + rectify" if self.rectify.enabled else ""
+        ppocr = f"{PPOCR_MODEL_NAME} ({MODEL_PACKAGE} {_package_version(MODEL_PACKAGE)})"
         if self.name == PPOCR_MODEL_NAME:
-            return f"{self.name} ({MODEL_PACKAGE} {_package_version(MODEL_PACKAGE)}){steps}"
+            return f"{ppocr}{steps}"
         meta: dict[str, str] = getattr(self.recognizer, "metadata", {})
         made = [f"{k} {meta[k]}" for k in ("seed", "steps", "date") if k in meta]
         path = getattr(self.recognizer, "path", None)
         if isinstance(path, Path) and path.is_file():
             made.insert(0, f"sha256 {hashlib.sha256(path.read_bytes()).hexdigest()[:12]}")
         detail = f" ({', '.join(made)})" if made else ""
+        if self.name == ENSEMBLE_NAME:
+            return f"{ENSEMBLE_NAME} of {ppocr} and {CRNN_MODEL_NAME}{detail}{steps}"
         return f"{self.name}{detail}{steps}"
 
     def read(self, crop: Image) -> Reading:
