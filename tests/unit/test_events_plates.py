@@ -313,3 +313,35 @@ def test_a_regions_confusable_weight_replaces_the_callers(formats: PlateFormats)
 def test_a_bad_region_weight_is_refused(weight: object) -> None:
     with pytest.raises(FormatsError, match="region sk: confusable_weight"):
         PlateFormats.from_mapping({"regions": {"sk": {"formats": ["LLNNNLL"], "confusable_weight": weight}}})
+
+
+# --- letters a region's plates rarely carry, and the correction floor ----------------------------------
+
+
+def test_an_o_on_a_us_plate_that_fits_no_format_reads_as_zero(formats: PlateFormats) -> None:
+    vanity = check(formats, "HOLAMUNDO", ["us"])
+    assert (vanity.plate, vanity.region, vanity.format_valid) == ("H0LAMUND0", UNKNOWN_REGION, False)
+    # A plate that fits a format keeps what the format chose: LLLNNNN wants a letter there.
+    assert check(formats, "ABO1234", ["us"]).plate == "ABO1234"
+    # Only when every expected region agrees: Germany keeps its O.
+    assert check(formats, "HOLAMUNDO", ["us", "de"]).plate == "HOLAMUNDO"
+    assert check(formats, "HOLAMUNDO", []).plate == "HOLAMUNDO"
+
+
+@pytest.mark.parametrize("table", [{"0": "O"}, {"O": "Q"}, {}, "O0"])
+def test_a_bad_letter_as_digit_table_is_refused(table: object) -> None:
+    with pytest.raises(FormatsError, match="region us: letter_as_digit"):
+        PlateFormats.from_mapping({"regions": {"us": {"formats": ["LLLNNNN"], "letter_as_digit": table}}})
+
+
+def test_a_correction_below_the_floor_keeps_the_read_as_read(formats: PlateFormats) -> None:
+    sk = formats.resolve(["sk"])
+    one = formats.check(normalize("PP587A0"), sk, max_changes=2, confusable_weight=0.5, min_ratio=0.6)
+    assert (one.plate, one.corrected) == ("PP587AO", True)  # 0.7 ≥ 0.6
+    two = formats.check(normalize("PP58740"), sk, max_changes=2, confusable_weight=0.5, min_ratio=0.6)
+    assert (two.plate, two.region, two.format_valid, two.corrected) == (
+        "PP58740",
+        UNKNOWN_REGION,
+        False,
+        False,
+    )

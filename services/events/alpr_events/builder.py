@@ -32,7 +32,7 @@ from rapidfuzz import process
 from rapidfuzz.distance import Levenshtein
 
 from alpr_events.crops import cap_jpeg
-from alpr_events.plates import UNKNOWN_REGION, Normalized, PlateCheck, PlateFormats, normalize
+from alpr_events.plates import Normalized, PlateCheck, PlateFormats, normalize
 from alpr_events.watchlist import Watchlist
 from alpr_shared.schemas import CharCandidate, PlateEvent, PlateRead, WatchlistAlert
 
@@ -137,10 +137,9 @@ def check_read(
         return "malformed"
     if len(norm.text) < min_length:
         return "too_short"
-    check = formats.check(norm, regions, max_changes=max_changes, confusable_weight=confusable_weight)
-    if check.corrected and check.confidence_factor < min_ratio:
-        # The formats alone back this correction, against the OCR: keep the read as it was read.
-        check = PlateCheck(norm.text, UNKNOWN_REGION, format_valid=False, corrected=False)
+    check = formats.check(
+        norm, regions, max_changes=max_changes, confusable_weight=confusable_weight, min_ratio=min_ratio
+    )
     return CheckedRead(norm, check, min(1.0, confidence * check.confidence_factor))
 
 

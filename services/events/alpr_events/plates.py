@@ -216,12 +216,16 @@ class PlateFormats:
         regions: Mapping[str, Sequence[PlateFormat]],
         groups: Mapping[str, Sequence[str]],
         confusables: Iterable[tuple[str, str]],
+        *,
         names: Mapping[str, str] | None = None,
         weights: Mapping[str, float] | None = None,
+        letter_as_digit: Mapping[str, dict[int, int]] | None = None,
     ) -> None:
         self.regions = {code: tuple(fmts) for code, fmts in regions.items()}
         # Per region: the confusable weight that replaces the caller's (formats that fix every position).
         self.weights = dict(weights or {})
+        # Per region: letters its plates rarely carry, as a str.translate table to the look-alike digit.
+        self.letter_as_digit = dict(letter_as_digit or {})
         self.groups = {name: tuple(members) for name, members in groups.items()}
         self.names = dict(names or {})
         # In file order: on equal scores the pair listed first wins (0 reads as O before D or Q).
@@ -259,11 +263,14 @@ class PlateFormats:
         regions: dict[str, list[PlateFormat]] = {}
         names: dict[str, str] = {}
         weights: dict[str, float] = {}
+        letter_as_digit: dict[str, dict[int, int]] = {}
         for raw_code, spec in (data.get("regions") or {}).items():
             code = str(raw_code).lower()
             if code == UNKNOWN_REGION or not isinstance(spec, dict) or not spec.get("formats"):
                 raise FormatsError(f"region {code}: needs a non-empty 'formats' list")
             names[code] = str(spec.get("name", code))
+            if "letter_as_digit" in spec:
+                letter_as_digit[code] = _letter_table(code, spec["letter_as_digit"])
             if "confusable_weight" in spec:
                 weight = spec["confusable_weight"]
                 if isinstance(weight, bool) or not isinstance(weight, int | float) or not 0 < weight <= 1:
@@ -286,7 +293,7 @@ class PlateFormats:
             if not isinstance(pair, list) or len(pair) != 2 or not all(str(c) in PLATE_CHARS for c in pair):
                 raise FormatsError(f"confusable {pair!r} must be a pair of characters A-Z / 0-9")
             pairs.append((str(pair[0]), str(pair[1])))
-        return cls(regions, groups, pairs, names, weights)
+        return cls(regions, groups, pairs, names=names, weights=weights, letter_as_digit=letter_as_digit)
 
     # --- queries --------------------------------------------------------------------------------------
 
@@ -387,17 +394,38 @@ class PlateFormats:
         *,
         max_changes: int,
         confusable_weight: float,
+        min_ratio: float = 0.0,
     ) -> PlateCheck:
-        """Valid as read → its region; else the best correction; else region unknown, not valid."""
+        """Valid as read → its region; else the best correction (kept only when its characters are at
+        least `min_ratio` as likely as the read's own); else region unknown, not valid. Then a region's
+        `letter_as_digit` (see `prefer_digits`)."""
         region = self.match(read.text, regions)
         if region is not None:
-            return PlateCheck(read.text, region, format_valid=True, corrected=False)
+            return PlateCheck(self.prefer_digits(read.text, region, regions), region, True, False)
         fix = self.correct(read, regions, max_changes=max_changes, confusable_weight=confusable_weight)
-        if fix is None:
-            return PlateCheck(read.text, UNKNOWN_REGION, format_valid=False, corrected=False)
+        if fix is None or fix.ratio < min_ratio:
+            # Nothing in reach, or only the formats back it against the OCR: the read as it was read.
+            plate = self.prefer_digits(read.text, UNKNOWN_REGION, regions)
+            return PlateCheck(plate, UNKNOWN_REGION, format_valid=False, corrected=False)
         return PlateCheck(
-            fix.plate, fix.region, format_valid=True, corrected=True, confidence_factor=fix.ratio
+            self.prefer_digits(fix.plate, fix.region, regions),
+            fix.region,
+            format_valid=True,
+            corrected=True,
+            confidence_factor=fix.ratio,
         )
+
+    def prefer_digits(self, plate: str, region: str, regions: tuple[str, ...]) -> str:
+        """`plate` with the expected regions' `letter_as_digit` applied when it fits no format (vanity
+        and specialty plates) and every expected region rewrites the same way: a camera in the US reads
+        an O there as 0. A plate that fits a format keeps what the format chose (US formats are loose
+        enough that a rewrite would nearly always fit too; measured worse on the crops: ACCURACY.md)."""
+        if region != UNKNOWN_REGION:
+            return plate
+        tables = [self.letter_as_digit.get(code) for code in regions]
+        if not tables or not tables[0] or any(t != tables[0] for t in tables):
+            return plate
+        return plate.translate(tables[0])
 
 
 def _best_fill(
@@ -446,6 +474,19 @@ def _best_fill(
         log_ratio += gain
     changes = forced + min(len(optional), max_changes - forced)
     return "".join(chars), log_ratio, changes
+
+
+def _letter_table(region: str, spec: object) -> dict[int, int]:
+    if not isinstance(spec, dict) or not spec:
+        raise FormatsError(f"region {region}: letter_as_digit must map letters to digits, e.g. {{O: '0'}}")
+    table: dict[int, int] = {}
+    for letter, digit in spec.items():
+        if str(letter) not in LETTERS or str(digit) not in DIGITS:
+            raise FormatsError(
+                f"region {region}: letter_as_digit {letter!r}: {digit!r} must map a letter to a digit"
+            )
+        table[ord(str(letter))] = ord(str(digit))
+    return table
 
 
 def _parse_yaml(text: str, source: str) -> dict[str, Any]:
