@@ -7,6 +7,7 @@ import asyncio
 import random
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator
 from datetime import UTC, date, datetime, timedelta
 
@@ -190,6 +191,71 @@ async def test_upsert_is_idempotent_keeps_newest_revision_and_rollup_matches_a_d
     cams = await pool.fetch("SELECT camera_id, name, last_event_at FROM cameras ORDER BY 1")
     assert [c["camera_id"] for c in cams] == ["cam-0", "cam-1", "cam-2", "cam-3"]
     assert all(c["name"].startswith("Gate ") for c in cams)
+
+
+async def _snapshot(pool: asyncpg.Pool) -> tuple[list[asyncpg.Record], ...]:
+    """Everything a batch writes, without the columns that say when it was written."""
+    events = await pool.fetch(
+        """SELECT event_id, first_seen, last_seen, revision, camera_id, site_id, camera_name, plate, plate_raw,
+                  region, format_valid, corrected, confidence, track_id, tracks, reads, final, best_shot_at,
+                  direction, camera_direction, vehicle_class, latitude, longitude, plate_box, vehicle_box,
+                  crossed_line, watchlist, has_plate_image, has_vehicle_image, schema_version, emitted_at
+           FROM plate_events ORDER BY event_id"""
+    )
+    images = await pool.fetch(
+        "SELECT event_id, first_seen, kind, revision, jpeg FROM plate_event_images ORDER BY 1, 3"
+    )
+    cameras = await pool.fetch(
+        """SELECT camera_id, site_id, name, latitude, longitude, direction, first_event_at, last_event_at
+           FROM cameras ORDER BY 1"""
+    )
+    rollup = await pool.fetch(
+        """SELECT bucket, camera_id, events, format_valid, watchlist_hits, round(confidence_sum::numeric, 3)
+           FROM plate_events_hourly ORDER BY 1, 2"""
+    )
+    return events, images, cameras, rollup
+
+
+async def test_first_revisions_copied_directly_store_what_the_upsert_stores_and_redelivery_falls_back(
+    pool: asyncpg.Pool,
+) -> None:
+    now_ns = time.time_ns()
+    stream = [
+        msgspec.structs.replace(
+            make_event(i, now_ns=now_ns, spread_s=2 * 3600, jpeg_bytes=32 if i % 4 == 0 else 0),
+            latitude=48.1 if i % 3 else None,
+            camera_name="" if i % 7 == 0 else f"Gate {i % 4}",
+            watchlist=["stolen", 'say "hi"'] if i % 11 == 0 else [],
+        )
+        for i in range(300)
+    ]
+    stream += [msgspec.structs.replace(e, revision=2, confidence=0.5) for e in stream[::6]]
+    batches = [stream[start : start + 70] for start in range(0, len(stream), 70)]
+
+    snapshots = []
+    for copy_first in (True, False):
+        await pool.execute("TRUNCATE plate_events, plate_event_images, plate_events_hourly, cameras")
+        store = PlateStore(pool, SETTINGS, "partitioned", copy_first_revisions=copy_first)
+        total = [await store.write(batch) for batch in batches]
+        assert sum(r.inserted for r in total) == 300
+        # 3 of the 50 second revisions share the last batch with their first: that row is inserted once.
+        assert sum(r.updated for r in total) == 47
+        assert sum(r.copy_conflicts for r in total) == 0
+        snapshots.append(await _snapshot(pool))
+        assert await _rollup(pool) == await _direct_rollup(pool)
+    assert snapshots[0] == snapshots[1]
+
+    # A redelivered batch of first revisions meets its own rows: nothing is written twice, the batch
+    # goes through the upsert instead, and so do the next few.
+    store = PlateStore(pool, SETTINGS, "partitioned")
+    again = await store.write(batches[0])
+    assert (again.copy_conflicts, again.inserted, again.updated, again.unchanged) == (1, 0, 0, 70)
+    assert await _snapshot(pool) == snapshots[1]
+    fresh = [make_event(1_000 + i, now_ns=now_ns, spread_s=60) for i in range(20)]
+    after = await store.write(fresh)
+    assert (after.copy_conflicts, after.inserted) == (0, 20)
+    assert await _rollup(pool) == await _direct_rollup(pool)
+    assert await pool.fetchval("SELECT count(*) FROM plate_events") == 320
 
 
 async def test_retention_drops_old_partitions_and_keeps_the_rest(pool: asyncpg.Pool) -> None:

@@ -17,8 +17,29 @@ from hypothesis import strategies as st
 
 from alpr_persist import migrate
 from alpr_persist.consumer import Backoff, Item, Stopped, _sleep_unless, decode_items
-from alpr_persist.rows import STAGE_COLUMNS, InvalidEvent, event_row, ns_to_datetime, validate
-from alpr_persist.store import PoisonBatchError, RetriableError, SchemaProblem, classify, upsert_sql
+from alpr_persist.rows import (
+    STAGE_COLUMNS,
+    TABLE_COLUMNS,
+    InvalidEvent,
+    decode_time,
+    encode_time,
+    event_day,
+    event_row,
+    image_rows,
+    ns_to_datetime,
+    pg_time,
+    table_row,
+    validate,
+)
+from alpr_persist.store import (
+    PoisonBatchError,
+    RetriableError,
+    SchemaProblem,
+    camera_params,
+    classify,
+    rollup_params,
+    upsert_sql,
+)
 from alpr_persist.synthetic import make_event
 from alpr_shared.schemas import Codec, PlateEvent
 from alpr_shared.settings import AlprSettings, PersistSettings
@@ -51,6 +72,56 @@ def test_nanoseconds_convert_exactly_to_the_microsecond(ns: int) -> None:
     assert dt.tzinfo is UTC
     micros = (dt - datetime(1970, 1, 1, tzinfo=UTC)) // (datetime.resolution)
     assert micros == ns // 1000
+
+
+@given(st.integers(min_value=946_684_800 * 10**9, max_value=7_258_118_400 * 10**9))
+def test_times_for_the_direct_copy_encode_and_decode_exactly(ns: int) -> None:
+    # The COPY of first revisions sends (microseconds since 2000,) tuples; datetimes from other code on
+    # the same pool take the same encoding, and decoding gives the aware UTC datetime back.
+    assert encode_time(pg_time(ns)) == pg_time(ns)
+    assert encode_time(ns_to_datetime(ns)) == pg_time(ns)
+    assert encode_time(ns_to_datetime(ns).replace(tzinfo=None)) == pg_time(ns)  # naive counts as UTC
+    assert decode_time(pg_time(ns)) == ns_to_datetime(ns)
+    assert event_day(make_event(0, now_ns=ns, spread_s=0)) == ns_to_datetime(ns).date()
+
+
+def test_a_table_row_holds_what_the_upsert_would_store() -> None:
+    event = make_event(2, jpeg_bytes=8, now_ns=NOW)
+    staged = dict(zip(STAGE_COLUMNS, event_row(event, keep_images=True), strict=True))
+    row = dict(zip(TABLE_COLUMNS, table_row(event, keep_images=True), strict=True))
+    for ns_column, column in (("first_seen_ns", "first_seen"), ("best_shot_ns", "best_shot_at")):
+        ns = staged.pop(ns_column)
+        assert isinstance(ns, int)
+        assert decode_time(row.pop(column)) == ns_to_datetime(ns)  # type: ignore[arg-type] # a pg_time tuple
+    assert row.pop("has_plate_image") is True and row.pop("has_vehicle_image") is False
+    assert table_row(event, keep_images=False)[TABLE_COLUMNS.index("has_plate_image")] is False
+    for column, value in row.items():
+        if column in ("last_seen", "emitted_at"):
+            continue
+        assert staged[column] == value, column
+    assert [r[2] for r in image_rows(event)] == ["plate"]
+
+
+def test_camera_and_rollup_parameters_group_the_batch() -> None:
+    hour = 3_600 * 10**9
+    base = (NOW // hour) * hour
+    events = [
+        msgspec.structs.replace(make_event(i, now_ns=NOW), first_seen_ns=base + i * 10**9, confidence=0.1)
+        for i in range(8)
+    ]
+    events.append(
+        msgspec.structs.replace(events[0], event_id="later", first_seen_ns=base + hour, watchlist=["x"])
+    )
+    cams = camera_params(events)
+    assert len(cams) == 8 and sorted(cams[0]) == ["cam-0", "cam-1", "cam-2", "cam-3"]
+    by_camera = {c: (oldest, newest) for c, oldest, newest in zip(cams[0], cams[6], cams[7], strict=True)}
+    assert by_camera["cam-0"] == (base, base + hour)
+    roll = rollup_params(events)
+    groups = {(h, c): (n, valid, hits, conf) for h, c, n, valid, hits, conf in zip(*roll, strict=True)}
+    assert groups[(base // hour, "cam-0")][0] == 2 and groups[(base // hour + 1, "cam-0")][:1] == (1,)
+    assert groups[(base // hour + 1, "cam-0")][2] == 1
+    # Confidences are summed as real (what plate_events stores), not as the double on the wire.
+    assert groups[(base // hour, "cam-1")][3] == pytest.approx(2 * 0.10000000149011612, abs=0)
 
 
 @pytest.mark.parametrize(

@@ -71,9 +71,23 @@ def ns_to_datetime(ns: int) -> datetime:
     return EPOCH + timedelta(microseconds=ns // 1000)
 
 
+NS_PER_DAY = 86_400 * 10**9
+EPOCH_DAY = EPOCH.date()
+
+
+def epoch_day(day: date) -> int:
+    """Days from 1970-01-01 to `day` (the integer form of a UTC day that `event_epoch_day` returns)."""
+    return (day - EPOCH_DAY).days
+
+
+def event_epoch_day(event: PlateEvent) -> int:
+    """The UTC day of the event's partition as days since 1970-01-01 (no datetime built: this runs per row)."""
+    return event.first_seen_ns // NS_PER_DAY
+
+
 def event_day(event: PlateEvent) -> date:
     """The UTC day whose partition holds the event."""
-    return ns_to_datetime(event.first_seen_ns).date()
+    return EPOCH_DAY + timedelta(days=event_epoch_day(event))
 
 
 def _text(name: str, value: str, *, required: bool = False, limit: int = MAX_TEXT_CHARS) -> None:
@@ -91,7 +105,11 @@ def _time(name: str, ns: int) -> None:
 
 
 def _box(name: str, box: Box | None) -> None:
-    if box is not None and not all(math.isfinite(v) for v in (box.x1, box.y1, box.x2, box.y2)):
+    # Four explicit calls: a generator here was a tenth of persist's decode time.
+    isfinite = math.isfinite
+    if box is not None and not (
+        isfinite(box.x1) and isfinite(box.y1) and isfinite(box.x2) and isfinite(box.y2)
+    ):
         raise InvalidEvent(f"{name} has a non-finite coordinate")
 
 
@@ -178,3 +196,127 @@ def event_row(event: PlateEvent, *, keep_images: bool) -> Row:
         event.plate_jpeg if keep_images else None,
         event.vehicle_jpeg if keep_images else None,
     )
+
+
+# --- Rows COPYed straight into plate_events (first revisions; see `alpr_persist.store`) -----------------
+
+# PostgreSQL's binary timestamps count microseconds from 2000-01-01 UTC. Persist's connections encode
+# timestamptz from `(microseconds since 2000,)` tuples (asyncpg's "tuple" codec format, set up by
+# `alpr_persist.store.init_connection`): one integer operation per value instead of a datetime object.
+PG_EPOCH = datetime(2000, 1, 1, tzinfo=UTC)
+PG_EPOCH_US = 946_684_800 * 10**6
+_PG_INFINITY = 2**63 - 1
+_ONE_US = timedelta(microseconds=1)
+
+PgTime = tuple[int]
+
+
+def pg_time(ns: int) -> PgTime:
+    """Wall-clock ns → the timestamptz value persist's connections encode (exact to the microsecond)."""
+    return (ns // 1000 - PG_EPOCH_US,)
+
+
+def encode_time(value: object) -> PgTime:
+    """asyncpg encoder of timestamptz on persist's connections: `pg_time` tuples pass through; datetimes
+    (parameters from other code on the same pool) are converted; naive ones are taken as UTC."""
+    if type(value) is tuple:
+        return value  # a pg_time tuple, by construction
+    if isinstance(value, datetime):
+        aware = value if value.tzinfo is not None else value.replace(tzinfo=UTC)
+        return ((aware - PG_EPOCH) // _ONE_US,)
+    raise TypeError(f"expected a datetime or a pg_time tuple for timestamptz, got {type(value).__name__}")
+
+
+def decode_time(value: PgTime) -> datetime:
+    """asyncpg decoder of timestamptz on persist's connections: an aware UTC datetime (±infinity → max/min)."""
+    us = value[0]
+    if us >= _PG_INFINITY:
+        return datetime.max.replace(tzinfo=UTC)
+    if us <= -_PG_INFINITY:
+        return datetime.min.replace(tzinfo=UTC)
+    return PG_EPOCH + timedelta(microseconds=us)
+
+
+# plate_events' columns that `table_row` fills, in its order (the stage's, times renamed, crops out).
+TABLE_COLUMNS: tuple[str, ...] = (
+    "event_id",
+    "first_seen",
+    "last_seen",
+    "revision",
+    "camera_id",
+    "site_id",
+    "camera_name",
+    "plate",
+    "plate_raw",
+    "region",
+    "format_valid",
+    "corrected",
+    "confidence",
+    "track_id",
+    "tracks",
+    "reads",
+    "final",
+    "best_shot_at",
+    "direction",
+    "camera_direction",
+    "vehicle_class",
+    "latitude",
+    "longitude",
+    "plate_box",
+    "vehicle_box",
+    "crossed_line",
+    "watchlist",
+    "schema_version",
+    "emitted_at",
+    "has_plate_image",
+    "has_vehicle_image",
+)
+IMAGE_COLUMNS: tuple[str, ...] = ("event_id", "first_seen", "kind", "revision", "jpeg")
+
+
+def table_row(event: PlateEvent, *, keep_images: bool) -> Row:
+    """The plate_events row of a validated event (columns in `TABLE_COLUMNS` order, times as `pg_time`)."""
+    return (
+        event.event_id,
+        (event.first_seen_ns // 1000 - PG_EPOCH_US,),
+        (event.last_seen_ns // 1000 - PG_EPOCH_US,),
+        event.revision,
+        event.camera_id,
+        event.site_id,
+        event.camera_name,
+        event.plate,
+        event.plate_raw,
+        event.region,
+        event.format_valid,
+        event.corrected,
+        event.confidence,
+        event.track_id,
+        event.tracks,
+        event.reads,
+        event.final,
+        (event.best_shot_ns // 1000 - PG_EPOCH_US,) if event.best_shot_ns else None,
+        event.direction,
+        event.camera_direction,
+        event.vehicle_class,
+        event.latitude,
+        event.longitude,
+        _box_list(event.plate_box),
+        _box_list(event.vehicle_box),
+        event.crossed_line,
+        event.watchlist,
+        event.schema_version,
+        (event.emitted_at_ns // 1000 - PG_EPOCH_US,) if event.emitted_at_ns else None,
+        keep_images and event.plate_jpeg is not None,
+        keep_images and event.vehicle_jpeg is not None,
+    )
+
+
+def image_rows(event: PlateEvent) -> list[Row]:
+    """The plate_event_images rows of an event whose crops are kept."""
+    first_seen = pg_time(event.first_seen_ns)
+    rows: list[Row] = []
+    if event.plate_jpeg is not None:
+        rows.append((event.event_id, first_seen, "plate", event.revision, event.plate_jpeg))
+    if event.vehicle_jpeg is not None:
+        rows.append((event.event_id, first_seen, "vehicle", event.revision, event.vehicle_jpeg))
+    return rows

@@ -1,10 +1,16 @@
-"""Writing plate events: COPY into a stage table, then one upsert that keeps only newer revisions.
+"""Writing plate events: first revisions COPYed straight into the table, later ones upserted.
 
 Owns the write transaction and nothing else (no Kafka, no retries): `PlateStore.write(events)` either
-commits the whole batch or raises. One transaction does it all:
+commits the whole batch or raises. One transaction per batch (after deduping it to the newest revision
+of each event):
 
-1. COPY the batch into a per-connection temporary stage table (`ON COMMIT DELETE ROWS`);
-2. one statement whose parts see the same snapshot:
+1. first revisions (`revision == 1`: what the events service sends when it first sees a passage) are
+   normally rows the table has never held: COPY them straight into `plate_events` (and their crops into
+   `plate_event_images`), the same operation as a raw bulk load. If one is stored already (a redelivered
+   batch after a crash or a rebalance), the COPY fails on the primary key, nothing is written, and the
+   batch is written again through step 2 for every row (see `PlateStore`);
+2. later revisions: COPY into a per-connection temporary stage table (`ON COMMIT DELETE ROWS`), then one
+   statement whose parts see the same snapshot:
    - `INSERT … ON CONFLICT (event_id, first_seen) DO UPDATE … WHERE stored.revision < new.revision`, so a
      redelivered batch, or an older revision arriving late, changes nothing;
    - the crops into `plate_event_images` under the same rule (and only within their retention);
@@ -12,8 +18,9 @@ commits the whole batch or raises. One transaction does it all:
      transaction's `now()`; `xmax` is not readable on a partitioned table), and for a
      newer revision the change of its confidence / validity / watchlist hit; rows left unchanged add
      nothing, so redelivery keeps the rollup exact;
-   - `cameras`: created on first sight, name and location filled from events that carry them, last event
-     time moved forward.
+3. one small statement: `cameras` (created on first sight, name and location filled from events that
+   carry them, last event time moved forward) from the batch's distinct camera descriptions, and the
+   rollup of the rows of step 1, summed here per (hour, camera).
 
 Errors are sorted for the caller: `RetriableError` (the database is unreachable, restarting, or the
 transaction lost a race) — retry the same batch later; `PoisonBatchError` (the data was rejected) —
@@ -23,16 +30,33 @@ raised as `SchemaProblem`, which the caller also retries, loudly, because an ope
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
-from typing import TYPE_CHECKING
+from datetime import date, timedelta
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 
 from alpr_persist import partitions
 from alpr_persist.migrate import Layout
-from alpr_persist.rows import STAGE_COLUMNS, event_day, event_row
+from alpr_persist.rows import (
+    EPOCH_DAY,
+    IMAGE_COLUMNS,
+    NS_PER_DAY,
+    STAGE_COLUMNS,
+    TABLE_COLUMNS,
+    PgTime,
+    Row,
+    decode_time,
+    encode_time,
+    epoch_day,
+    event_epoch_day,
+    event_row,
+    image_rows,
+    pg_time,
+    table_row,
+)
 from alpr_shared.schemas import PlateEvent
 from alpr_shared.settings import PersistSettings
 
@@ -40,6 +64,7 @@ if TYPE_CHECKING:
     from alpr_persist.partitions import Conn
 
 STAGE_TABLE = "persist_stage"
+NS_PER_HOUR = 3_600 * 10**9
 
 STAGE_DDL = f"""
 CREATE TEMPORARY TABLE IF NOT EXISTS {STAGE_TABLE} (
@@ -82,21 +107,28 @@ def _stage_select() -> str:
 _ROLLUP_CTE = """,
 roll AS (
     INSERT INTO plate_events_hourly AS h (bucket, camera_id, events, format_valid, watchlist_hits, confidence_sum)
-    SELECT date_trunc('hour', up.first_seen, 'UTC'), up.camera_id,
-           count(*) FILTER (WHERE up.inserted),
-           sum(up.format_valid::int - CASE WHEN up.inserted THEN 0 ELSE coalesce(old.format_valid::int, 0) END),
-           sum(up.hit::int - CASE WHEN up.inserted THEN 0 ELSE coalesce(old.hit::int, 0) END),
-           sum(up.confidence::float8 - CASE WHEN up.inserted THEN 0 ELSE coalesce(old.confidence::float8, 0) END)
-    FROM up LEFT JOIN LATERAL (
-        -- The row as it was before this statement (every part of a statement sees the same snapshot);
-        -- looked up only for updated rows, so a batch of new events pays nothing for it.
-        SELECT p.confidence, p.format_valid, (p.watchlist <> '{}') AS hit
-        FROM plate_events p
-        WHERE NOT up.inserted AND p.event_id = up.event_id AND p.first_seen = up.first_seen
-        -- OFFSET 0 keeps this a per-row subquery (a primary-key probe, skipped for inserted rows):
-        -- pulled up into a join, the planner scanned and sorted the whole table for every batch.
-        OFFSET 0
-    ) old ON true
+    SELECT date_trunc('hour', d.first_seen, 'UTC'), d.camera_id,
+           sum(d.events), sum(d.format_valid), sum(d.hits), sum(d.confidence)
+    FROM (
+        SELECT first_seen, camera_id, 1 AS events, format_valid::int AS format_valid, hit::int AS hits,
+               confidence::float8 AS confidence
+        FROM up WHERE inserted
+        UNION ALL
+        -- A newer revision moves the sums by its change against the row as it was before this statement
+        -- (every part of a statement sees the same snapshot). Only updated rows reach the look-up, so a
+        -- batch of new events pays nothing for it.
+        SELECT up.first_seen, up.camera_id, 0, up.format_valid::int - coalesce(old.format_valid::int, 0),
+               up.hit::int - coalesce(old.hit::int, 0), up.confidence::float8 - coalesce(old.confidence::float8, 0)
+        FROM up LEFT JOIN LATERAL (
+            SELECT p.confidence, p.format_valid, (p.watchlist <> '{}') AS hit
+            FROM plate_events p
+            WHERE p.event_id = up.event_id AND p.first_seen = up.first_seen
+            -- OFFSET 0 keeps this a per-row primary-key probe: pulled up into a join, the planner
+            -- scanned and sorted the whole table for every batch.
+            OFFSET 0
+        ) old ON true
+        WHERE NOT up.inserted
+    ) d
     GROUP BY 1, 2
     ON CONFLICT (bucket, camera_id) DO UPDATE SET
         events = h.events + EXCLUDED.events,
@@ -105,9 +137,24 @@ roll AS (
         confidence_sum = h.confidence_sum + EXCLUDED.confidence_sum
 )"""
 
+_IMAGES_CTE = """,
+img AS (
+    INSERT INTO plate_event_images AS i (event_id, first_seen, kind, revision, jpeg)
+    SELECT event_id, first_seen, 'plate', revision, plate_jpeg FROM s
+    WHERE plate_jpeg IS NOT NULL AND first_seen >= $1
+    UNION ALL
+    SELECT event_id, first_seen, 'vehicle', revision, vehicle_jpeg FROM s
+    WHERE vehicle_jpeg IS NOT NULL AND first_seen >= $1
+    ON CONFLICT (event_id, first_seen, kind) DO UPDATE SET revision = EXCLUDED.revision, jpeg = EXCLUDED.jpeg
+    WHERE i.revision < EXCLUDED.revision
+)"""
 
-def upsert_sql(*, rollup: bool) -> str:
-    """The one statement that moves the stage into the tables ($1: oldest first_seen whose crops are kept)."""
+
+def upsert_sql(*, rollup: bool, images: bool = True) -> str:
+    """The one statement that moves the stage into the tables ($1: oldest first_seen whose crops are kept).
+
+    `images=False` leaves out the crops' part, for a batch that carries none (the stage is not scanned
+    for them)."""
     cols = ", ".join(_EVENT_COLUMNS)
     updates = ",\n        ".join(f"{c} = EXCLUDED.{c}" for c in _UPDATED)
     # Identifiers are this module's constants; values go as parameters.
@@ -131,28 +178,50 @@ up AS (
     RETURNING p.event_id, p.first_seen, p.camera_id, p.confidence, p.format_valid,
               (p.watchlist <> '{{}}') AS hit,
               (p.created_at = now()) AS inserted
-),
-img AS (
-    INSERT INTO plate_event_images AS i (event_id, first_seen, kind, revision, jpeg)
-    SELECT event_id, first_seen, 'plate', revision, plate_jpeg FROM s
-    WHERE plate_jpeg IS NOT NULL AND first_seen >= $1
-    UNION ALL
-    SELECT event_id, first_seen, 'vehicle', revision, vehicle_jpeg FROM s
-    WHERE vehicle_jpeg IS NOT NULL AND first_seen >= $1
-    ON CONFLICT (event_id, first_seen, kind) DO UPDATE SET revision = EXCLUDED.revision, jpeg = EXCLUDED.jpeg
-    WHERE i.revision < EXCLUDED.revision
-),
-cam AS (
+){_IMAGES_CTE if images else ""}{_ROLLUP_CTE if rollup else ""}
+SELECT count(*) FILTER (WHERE inserted) AS inserted, count(*) FILTER (WHERE NOT inserted) AS updated
+FROM up
+"""  # noqa: S608
+
+
+_EPOCH_TS = "timestamptz '1970-01-01 00:00:00+00'"
+
+
+def aggregate_sql(*, rollup: bool) -> str:
+    """Cameras from every row of the batch and (with `rollup`) the hourly rollup of the rows COPYed as new.
+
+    $1..$8: the batch's distinct camera descriptions (camera, site, name, latitude, longitude, direction,
+    oldest and newest first_seen in ns): ordering them by their newest event picks what ordering every
+    event would. $9..$14: the rollup's (hour since 1970, camera) groups of the new rows.
+    """
+    roll = f""",
+roll AS (
+    INSERT INTO plate_events_hourly AS h (bucket, camera_id, events, format_valid, watchlist_hits, confidence_sum)
+    SELECT {_EPOCH_TS} + hour * interval '1 hour', camera_id, events, valid, hits, confidence
+    FROM unnest($9::bigint[], $10::text[], $11::bigint[], $12::bigint[], $13::bigint[], $14::float8[])
+         AS r(hour, camera_id, events, valid, hits, confidence)
+    ON CONFLICT (bucket, camera_id) DO UPDATE SET
+        events = h.events + EXCLUDED.events,
+        format_valid = h.format_valid + EXCLUDED.format_valid,
+        watchlist_hits = h.watchlist_hits + EXCLUDED.watchlist_hits,
+        confidence_sum = h.confidence_sum + EXCLUDED.confidence_sum
+)"""  # noqa: S608 - constants only; values go as parameters
+    return f"""
+WITH cam AS (
     INSERT INTO cameras AS c (camera_id, site_id, name, latitude, longitude, direction,
                               first_event_at, last_event_at)
     SELECT camera_id,
-           (array_agg(site_id ORDER BY first_seen DESC))[1],
-           coalesce((array_agg(camera_name ORDER BY first_seen DESC) FILTER (WHERE camera_name <> ''))[1], ''),
-           (array_agg(latitude ORDER BY first_seen DESC) FILTER (WHERE latitude IS NOT NULL))[1],
-           (array_agg(longitude ORDER BY first_seen DESC) FILTER (WHERE longitude IS NOT NULL))[1],
-           (array_agg(camera_direction ORDER BY first_seen DESC) FILTER (WHERE camera_direction IS NOT NULL))[1],
-           min(first_seen), max(first_seen)
-    FROM s GROUP BY camera_id
+           (array_agg(site_id ORDER BY newest_ns DESC))[1],
+           coalesce((array_agg(camera_name ORDER BY newest_ns DESC) FILTER (WHERE camera_name <> ''))[1], ''),
+           (array_agg(latitude ORDER BY newest_ns DESC) FILTER (WHERE latitude IS NOT NULL))[1],
+           (array_agg(longitude ORDER BY newest_ns DESC) FILTER (WHERE longitude IS NOT NULL))[1],
+           (array_agg(camera_direction ORDER BY newest_ns DESC) FILTER (WHERE camera_direction IS NOT NULL))[1],
+           {_EPOCH_TS} + (min(oldest_ns) / 1000) * interval '1 microsecond',
+           {_EPOCH_TS} + (max(newest_ns) / 1000) * interval '1 microsecond'
+    FROM unnest($1::text[], $2::text[], $3::text[], $4::float8[], $5::float8[], $6::text[], $7::bigint[],
+                $8::bigint[])
+         AS k(camera_id, site_id, camera_name, latitude, longitude, camera_direction, oldest_ns, newest_ns)
+    GROUP BY camera_id
     ON CONFLICT (camera_id) DO UPDATE SET
         site_id = EXCLUDED.site_id,
         name = CASE WHEN EXCLUDED.name <> '' THEN EXCLUDED.name ELSE c.name END,
@@ -166,10 +235,53 @@ cam AS (
        OR c.first_event_at IS DISTINCT FROM least(c.first_event_at, EXCLUDED.first_event_at)
        OR (EXCLUDED.name <> '' AND EXCLUDED.name <> c.name)
        OR EXCLUDED.site_id <> c.site_id
-){_ROLLUP_CTE if rollup else ""}
-SELECT count(*) FILTER (WHERE inserted) AS inserted, count(*) FILTER (WHERE NOT inserted) AS updated
-FROM up
-"""  # noqa: S608
+){roll if rollup else ""}
+SELECT 1
+"""  # noqa: S608 - constants only; values go as parameters
+
+
+def camera_params(events: Sequence[PlateEvent]) -> list[list[Any]]:
+    """$1..$8 of `aggregate_sql`: one row per distinct camera description in the batch (usually one per
+    camera), with the oldest and newest first_seen of the events that carry it."""
+    spans: dict[tuple[str, str, str, float | None, float | None, str | None], list[int]] = {}
+    for e in events:
+        key = (e.camera_id, e.site_id, e.camera_name, e.latitude, e.longitude, e.camera_direction)
+        ns = e.first_seen_ns
+        span = spans.get(key)
+        if span is None:
+            spans[key] = [ns, ns]
+        elif ns < span[0]:
+            span[0] = ns
+        elif ns > span[1]:
+            span[1] = ns
+    columns: list[list[Any]] = [[] for _ in range(8)]
+    for key, (oldest, newest) in spans.items():
+        for column, value in zip(columns, (*key, oldest, newest), strict=True):
+            column.append(value)
+    return columns
+
+
+def rollup_params(events: Sequence[PlateEvent]) -> list[list[Any]]:
+    """$9..$14 of `aggregate_sql`: new rows counted per (hour, camera), as `date_trunc('hour', first_seen)`
+    groups them; confidences summed as the table stores them (real, not the double on the wire)."""
+    confidences = array("f", [e.confidence for e in events])
+    groups: dict[tuple[int, str], list[Any]] = {}
+    for e, confidence in zip(events, confidences, strict=True):
+        key = (e.first_seen_ns // NS_PER_HOUR, e.camera_id)
+        group = groups.get(key)
+        if group is None:
+            groups[key] = [1, int(e.format_valid), 1 if e.watchlist else 0, confidence]
+        else:
+            group[0] += 1
+            group[1] += e.format_valid
+            if e.watchlist:
+                group[2] += 1
+            group[3] += confidence
+    columns: list[list[Any]] = [[] for _ in range(6)]
+    for key, sums in groups.items():
+        for column, value in zip(columns, (*key, *sums), strict=True):
+            column.append(value)
+    return columns
 
 
 def newest_revisions(events: Sequence[PlateEvent]) -> list[PlateEvent]:
@@ -231,6 +343,7 @@ class WriteResult:
     unchanged: int = 0
     expired: int = 0
     partitions_created: int = 0
+    copy_conflicts: int = 0  # batches whose COPY of first revisions met a stored row (then upserted)
 
     def add(self, other: WriteResult) -> None:
         self.inserted += other.inserted
@@ -238,25 +351,72 @@ class WriteResult:
         self.unchanged += other.unchanged
         self.expired += other.expired
         self.partitions_created += other.partitions_created
+        self.copy_conflicts += other.copy_conflicts
 
 
 async def init_connection(conn: Conn) -> None:
-    """asyncpg pool `init`: every connection gets its own stage table, kept for the connection's life."""
+    """asyncpg pool `init`: every connection gets its own stage table, kept for the connection's life, and
+    encodes timestamptz from `rows.pg_time` tuples (datetimes still work both ways; see `rows.encode_time`)."""
     await conn.execute(STAGE_DDL)
+    await conn.set_type_codec(
+        "timestamptz", schema="pg_catalog", encoder=encode_time, decoder=decode_time, format="tuple"
+    )
     # Times are stored and compared in UTC whatever the server's default zone.
     await conn.execute("SET TIME ZONE 'UTC'")
 
 
-class PlateStore:
-    """Stores batches of validated plate events through a pool whose connections ran `init_connection`."""
+# After a first revision turned out to be stored already (a redelivery), this many batches take the
+# upsert path for every row: a redelivery after a restart or a rebalance re-reads a few batches in a row.
+UPSERT_BATCHES_AFTER_CONFLICT = 20
 
-    def __init__(self, pool: asyncpg.Pool, settings: PersistSettings, layout: Layout) -> None:
+
+@dataclass
+class _Batch:
+    """One batch, sorted for its transaction (built before a connection is taken)."""
+
+    new: list[Row]  # first revisions, COPYed straight into plate_events
+    new_images: list[Row]
+    new_events: list[PlateEvent]
+    staged: list[Row]  # later revisions: stage COPY + upsert
+    staged_images: bool
+    all_events: list[PlateEvent]
+
+
+class PlateStore:
+    """Stores batches of validated plate events through a pool whose connections ran `init_connection`.
+
+    Two ways into plate_events, in one transaction:
+    - a first revision (`revision == 1`, what the events service sends when a passage is first seen) is
+      normally a row the table has never held: it is COPYed straight into plate_events (the raw COPY's
+      cost), its rollup and camera contributions are summed here and written in one small statement;
+    - a later revision goes through the stage table and the upsert (`upsert_sql`), which keeps only newer
+      revisions and moves the rollup by the change.
+    If a first revision is already stored (a redelivered batch after a crash or a rebalance, or another
+    instance's write), the COPY fails on the primary key, the transaction rolls back with nothing written,
+    and the batch is written again with every row through the upsert; the next
+    `UPSERT_BATCHES_AFTER_CONFLICT` batches too. Either way the stored rows and the rollup are the same.
+    """
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        settings: PersistSettings,
+        layout: Layout,
+        *,
+        copy_first_revisions: bool = True,
+    ) -> None:
         self.pool = pool
         self.settings = settings
         self.layout = layout
-        self._sql = upsert_sql(rollup=layout == "partitioned")
-        # Days known to have partitions (plain path): a batch only runs DDL for a day it has not seen.
-        self._known_days: dict[str, set[date]] = {t: set() for t in partitions.PARTITIONED_TABLES}
+        # False: every row through the upsert (what a batch does after a conflict; tests compare the paths).
+        self.copy_first_revisions = copy_first_revisions
+        self._rollup = layout == "partitioned"
+        # Most batches carry no crops: their statement leaves the images' part out.
+        self._sql = {images: upsert_sql(rollup=self._rollup, images=images) for images in (True, False)}
+        self._aggregate_sql = aggregate_sql(rollup=self._rollup)
+        # Days (since 1970) known to have partitions (plain path): a batch only runs DDL for a day it has not seen.
+        self._known_days: dict[str, set[int]] = {t: set() for t in partitions.PARTITIONED_TABLES}
+        self._upsert_only = 0  # batches left that take the upsert path for every row
 
     def forget_partitions(self) -> None:
         """After retention dropped partitions, re-check before writing to those days again."""
@@ -276,40 +436,91 @@ class PlateStore:
         result = WriteResult()
         cutoff = partitions.retention_cutoff(today, self.settings.retention_days)
         image_cutoff = max(cutoff, partitions.retention_cutoff(today, self.settings.image_retention_days))
-        rows = []
-        days: set[date] = set()
-        image_days: set[date] = set()
+        # UTC days as integers (days since 1970): per row, a datetime would cost more than the row itself.
+        first_day, first_image_day = epoch_day(cutoff), epoch_day(image_cutoff)
+        days: set[int] = set()
+        image_days: set[int] = set()
+        kept: list[tuple[PlateEvent, bool]] = []
         for event in newest_revisions(events):
-            day = event_day(event)
-            if day < cutoff:
+            day = event_epoch_day(event)
+            if day < first_day:
                 result.expired += 1  # its partition is (or is about to be) dropped by retention
                 continue
-            keep_images = day >= image_cutoff
+            keep_images = day >= first_image_day
             days.add(day)
             if keep_images and (event.plate_jpeg is not None or event.vehicle_jpeg is not None):
                 image_days.add(day)
-            rows.append(event_row(event, keep_images=keep_images))
-        if not rows:
+            kept.append((event, keep_images))
+        if not kept:
             return result
+        image_from = pg_time(first_image_day * NS_PER_DAY)
+        if self._upsert_only:
+            self._upsert_only -= 1
+        elif self.copy_first_revisions:
+            try:
+                await self._transaction(self._sort(kept, copy_new=True), days, image_days, image_from, result)
+            except asyncpg.UniqueViolationError:
+                # A first revision is stored already: nothing was written; take the upsert path for a while.
+                self._upsert_only = UPSERT_BATCHES_AFTER_CONFLICT
+                result.copy_conflicts += 1
+            else:
+                return self._count_unchanged(result, len(events))
+        await self._transaction(self._sort(kept, copy_new=False), days, image_days, image_from, result)
+        return self._count_unchanged(result, len(events))
+
+    @staticmethod
+    def _count_unchanged(result: WriteResult, events: int) -> WriteResult:
+        # Older revisions deduped from the batch count as unchanged too: storing them would change nothing.
+        result.unchanged = events - result.expired - result.inserted - result.updated
+        return result
+
+    def _sort(self, kept: list[tuple[PlateEvent, bool]], *, copy_new: bool) -> _Batch:
+        batch = _Batch([], [], [], [], False, [event for event, _ in kept])
+        for event, keep_images in kept:
+            if copy_new and event.revision == 1:
+                batch.new.append(table_row(event, keep_images=keep_images))
+                batch.new_events.append(event)
+                if keep_images and (event.plate_jpeg is not None or event.vehicle_jpeg is not None):
+                    batch.new_images.extend(image_rows(event))
+            else:
+                batch.staged.append(event_row(event, keep_images=keep_images))
+                if keep_images and (event.plate_jpeg is not None or event.vehicle_jpeg is not None):
+                    batch.staged_images = True
+        return batch
+
+    async def _transaction(
+        self, batch: _Batch, days: set[int], image_days: set[int], image_from: PgTime, result: WriteResult
+    ) -> None:
+        aggregates = camera_params(batch.all_events)
+        if self._rollup:
+            aggregates += rollup_params(batch.new_events)
+        row: asyncpg.Record | None = None
         async with self.pool.acquire() as conn:
             if self.layout == "partitioned":
                 result.partitions_created += await self._ensure_days(conn, "plate_events", days)
                 result.partitions_created += await self._ensure_days(conn, "plate_event_images", image_days)
-            image_from = datetime.combine(image_cutoff, datetime.min.time(), UTC)
             async with conn.transaction():
-                await conn.copy_records_to_table(STAGE_TABLE, records=rows, columns=STAGE_COLUMNS)
-                row = await conn.fetchrow(self._sql, image_from)
-        if row is None:  # pragma: no cover - an aggregate without GROUP BY always returns one row
-            raise SchemaProblem("the upsert returned no row")
-        result.inserted = int(row["inserted"])
-        result.updated = int(row["updated"])
-        result.unchanged = len(events) - result.expired - result.inserted - result.updated
-        return result
+                if batch.new:
+                    await conn.copy_records_to_table("plate_events", records=batch.new, columns=TABLE_COLUMNS)
+                if batch.new_images:
+                    await conn.copy_records_to_table(
+                        "plate_event_images", records=batch.new_images, columns=IMAGE_COLUMNS
+                    )
+                if batch.staged:
+                    await conn.copy_records_to_table(STAGE_TABLE, records=batch.staged, columns=STAGE_COLUMNS)
+                    row = await conn.fetchrow(self._sql[batch.staged_images], image_from)
+                    if row is None:  # pragma: no cover - an aggregate without GROUP BY always returns one row
+                        raise SchemaProblem("the upsert returned no row")
+                await conn.execute(self._aggregate_sql, *aggregates)
+        result.inserted = len(batch.new) + (int(row["inserted"]) if row is not None else 0)
+        result.updated = int(row["updated"]) if row is not None else 0
 
-    async def _ensure_days(self, conn: Conn, table: str, days: set[date]) -> int:
+    async def _ensure_days(self, conn: Conn, table: str, days: set[int]) -> int:
         missing = days - self._known_days[table]
         if not missing:
             return 0
-        created = await partitions.ensure_partitions(conn, table, missing)
+        created = await partitions.ensure_partitions(
+            conn, table, {EPOCH_DAY + timedelta(days=d) for d in missing}
+        )
         self._known_days[table] |= missing
         return len(created)
