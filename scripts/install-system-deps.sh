@@ -27,6 +27,7 @@ PACKAGES=(
     "gstreamer1.0-plugins-base" "gstreamer1.0-plugins-good" "gstreamer1.0-plugins-bad"
     "gstreamer1.0-plugins-ugly" "gstreamer1.0-libav"
     "chromium" # headless browser: tests/integration/test_view_*.py load the live view (`alpr view`)
+    "wrk"      # HTTP load generator of bench/query.py (C, event-driven: leaves the 2 cores to the servers)
 )
 # Files that must exist afterwards, whatever package brought them.
 REQUIRED_FILES=(
@@ -36,6 +37,7 @@ REQUIRED_FILES=(
     "/usr/share/postgresql/${PG_MAJOR}/extension/pg_trgm.control"
     "/usr/bin/python3"
     "/usr/bin/gst-inspect-1.0"
+    "/usr/bin/wrk"
 )
 
 log() { printf 'install-system-deps: %s\n' "$*" >&2; }

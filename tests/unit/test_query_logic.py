@@ -8,13 +8,14 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+from litestar import get
 
 from alpr_query import cursor, params
 from alpr_query.errors import BadParameter
 from alpr_query.events.repository import DETAIL_COLUMNS, SUMMARY_COLUMNS, EventFilter
 from alpr_query.events.schemas import EventDetail, EventSummary
 from alpr_query.keys.repository import ApiKey, allows, hash_key, new_key, normalise_scopes
-from alpr_query.security import KeyCache, RateLimiter, presented_key
+from alpr_query.security import KeyCache, RateLimiter, check_route_scopes, presented_key, route_scope
 from alpr_query.similarity import similarity, trigrams
 from alpr_query.watchlist.publisher import record
 from alpr_shared.schemas import Codec, WatchlistEntry
@@ -104,6 +105,23 @@ def test_scopes_include_the_ones_below() -> None:
         normalise_scopes(["root"])
     with pytest.raises(ValueError, match="at least one"):
         normalise_scopes([])
+
+
+def test_every_v1_route_must_declare_a_known_scope() -> None:
+    @get("/v1/a", opt={"scope": "write"}, sync_to_thread=False)
+    def declared() -> None: ...
+
+    @get("/v1/b", sync_to_thread=False)
+    def undeclared() -> None: ...
+
+    @get("/v1/c", opt={"scope": "root"}, sync_to_thread=False)
+    def unknown() -> None: ...
+
+    assert route_scope(declared) == "write"
+    assert route_scope(undeclared) is None and route_scope(unknown) is None
+    check_route_scopes([declared])
+    with pytest.raises(ValueError, match=r"undeclared.*unknown"):
+        check_route_scopes([declared, undeclared, unknown])
 
 
 def test_keys_are_random_and_only_their_hash_is_kept() -> None:

@@ -44,7 +44,7 @@ from alpr_query.keys import routes as key_routes
 from alpr_query.keys.repository import KeyRepository
 from alpr_query.plates import routes as plate_routes
 from alpr_query.plates.repository import PlateRepository
-from alpr_query.security import ApiKeyMiddleware, KeyCache, RateLimiter
+from alpr_query.security import ApiKeyMiddleware, KeyCache, RateLimiter, check_route_scopes
 from alpr_query.stats import routes as stats_routes
 from alpr_query.stats.repository import StatsRepository
 from alpr_query.watchlist import routes as watchlist_routes
@@ -215,18 +215,20 @@ def create_app(
         metrics=metrics,
     )
 
+    v1_handlers = [
+        *event_routes.handlers(events, query.max_page_size),
+        *plate_routes.handlers(PlateRepository(db), query.max_page_size),
+        *camera_routes.handlers(CameraRepository(db)),
+        *stats_routes.handlers(StatsRepository(db)),
+        *watchlist_routes.handlers(watchlist_repo, publisher),
+        *key_routes.handlers(key_repo, key_cache),
+    ]
+    check_route_scopes(v1_handlers)  # the middleware answers 403 to a route without one: refuse it here
     v1 = Router(
         path="/",
         security=SECURITY,
         middleware=[DefineMiddleware(ApiKeyMiddleware, keys=key_cache, limiter=limiter)],
-        route_handlers=[
-            *event_routes.handlers(events, query.max_page_size),
-            *plate_routes.handlers(PlateRepository(db), query.max_page_size),
-            *camera_routes.handlers(CameraRepository(db)),
-            *stats_routes.handlers(StatsRepository(db)),
-            *watchlist_routes.handlers(watchlist_repo, publisher),
-            *key_routes.handlers(key_repo, key_cache),
-        ],
+        route_handlers=v1_handlers,
     )
 
     @contextlib.asynccontextmanager

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import socket
 from collections.abc import Iterator
 
@@ -31,6 +32,25 @@ log = get_logger("alpr.query")
 
 CONNECT_BACKOFF_FIRST_S = 0.5
 CONNECT_BACKOFF_MAX_S = 10.0
+# Container allocations between two young-generation collections (CPython's default: 700). A request
+# allocates a few thousand (rows, structs, Litestar's per-request objects) and keeps none: at 700 the
+# collector ran ~20 times a second and promoted in-flight objects into the older generations, whose
+# collections are the long ones. Measured on 1M events at 50 connections (with `settle_gc`): p99 62 → 42 ms.
+GC_YOUNG_THRESHOLD = 10_000
+
+
+def settle_gc() -> None:
+    """Once the app has started: collect, then move everything alive into the permanent generation
+    (`gc.freeze`), and collect the young generation less often (GC_YOUNG_THRESHOLD).
+
+    A full collection walks every tracked object — ~90,000 once Litestar, pydantic and the OpenAPI schema
+    are loaded — and stalled the event loop 50-160 ms each time, every request in flight with it (the p99.9
+    of the API). Frozen objects are never walked again; they are the app itself and live as long as the
+    process. Process-wide: call it from the process's owner (`_serve`), not at import."""
+    gc.collect()
+    gc.freeze()
+    _, older, oldest = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, older, oldest)
 
 
 class _Server(uvicorn.Server):
@@ -137,6 +157,7 @@ async def _serve(
     if not server.started:
         await serving  # raises what stopped it, if anything
         raise RuntimeError("the HTTP server did not start (the app's startup failed; see the log above)")
+    settle_gc()
     host, port = sock.getsockname()[:2]
     ctx.health.set_ready("database")
     ctx.health.set_ready()

@@ -12,13 +12,11 @@ from alpr_query import params
 from alpr_query.cameras.repository import CameraRepository
 from alpr_query.cameras.schemas import Camera, CameraList
 from alpr_query.errors import V1_RESPONSES
-from alpr_query.security import require
 
 
 def handlers(repo: CameraRepository) -> list[HTTPRouteHandler]:
     @get(
         "/v1/cameras",
-        guards=[require("read")],
         opt={"scope": "read"},
         responses=V1_RESPONSES,
         summary="Cameras with their last event time and events in the last hour",

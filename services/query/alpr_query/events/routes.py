@@ -18,7 +18,6 @@ from alpr_query.errors import NOT_FOUND, V1_RESPONSES, BadParameter, NotFound
 from alpr_query.events.repository import EventFilter, EventRepository, Row
 from alpr_query.events.schemas import EventDetail, EventPage, EventSummary
 from alpr_query.params import PathId
-from alpr_query.security import require
 
 Limit = Annotated[int, Parameter(ge=1, le=10_000, description="Page size (at most query.max_page_size)")]
 _IMAGE_RESPONSES = {
@@ -47,7 +46,6 @@ def page(rows: list[Row], limit: int, filters: str, fuzzy_mode: str | None) -> E
 def handlers(repo: EventRepository, max_page_size: int) -> list[HTTPRouteHandler]:
     @get(
         "/v1/events",
-        guards=[require("read")],
         opt={"scope": "read"},
         responses=V1_RESPONSES,
         summary="List plate events, newest first (fuzzy search: best match first)",
@@ -118,7 +116,6 @@ def handlers(repo: EventRepository, max_page_size: int) -> list[HTTPRouteHandler
 
     @get(
         "/v1/events/{event_id:str}",
-        guards=[require("read")],
         opt={"scope": "read"},
         responses={**V1_RESPONSES, **NOT_FOUND},
         summary="One plate event with everything stored about it",
@@ -147,7 +144,6 @@ def handlers(repo: EventRepository, max_page_size: int) -> list[HTTPRouteHandler
 
     @get(
         "/v1/events/{event_id:str}/plate.jpg",
-        guards=[require("read")],
         opt={"scope": "read"},
         responses=_IMAGE_RESPONSES,
         summary="The plate crop (JPEG) of an event",
@@ -159,7 +155,6 @@ def handlers(repo: EventRepository, max_page_size: int) -> list[HTTPRouteHandler
 
     @get(
         "/v1/events/{event_id:str}/vehicle.jpg",
-        guards=[require("read")],
         opt={"scope": "read"},
         responses=_IMAGE_RESPONSES,
         summary="The vehicle crop (JPEG) of an event, when one was stored",

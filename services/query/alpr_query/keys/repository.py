@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING
 
-from alpr_query.db import Database
+from alpr_query.db import Database, FairPool
 
 if TYPE_CHECKING:
     import asyncpg
@@ -86,7 +86,7 @@ class KeyRepository:
         self._db = db
 
     @property
-    def db(self) -> asyncpg.Pool:
+    def db(self) -> FairPool:
         return self._db.pool
 
     async def create(

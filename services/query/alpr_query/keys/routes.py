@@ -15,7 +15,7 @@ from alpr_query.errors import NOT_FOUND, TOO_LARGE, V1_RESPONSES, BadParameter, 
 from alpr_query.keys.repository import ApiKey, KeyRepository
 from alpr_query.keys.schemas import ApiKeyCreated, ApiKeyIn, ApiKeyList, ApiKeyOut
 from alpr_query.params import PathId
-from alpr_query.security import KeyCache, require
+from alpr_query.security import KeyCache
 
 
 def key_out(key: ApiKey) -> ApiKeyOut:
@@ -25,7 +25,7 @@ def key_out(key: ApiKey) -> ApiKeyOut:
 
 
 def handlers(repo: KeyRepository, cache: KeyCache) -> list[HTTPRouteHandler]:
-    @get("/v1/keys", guards=[require("admin")], opt={"scope": "admin"}, responses=V1_RESPONSES, tags=["keys"])
+    @get("/v1/keys", opt={"scope": "admin"}, responses=V1_RESPONSES, tags=["keys"])
     async def list_keys(
         revoked: Annotated[bool, Parameter(description="Include revoked keys")] = False,
     ) -> ApiKeyList:
@@ -34,7 +34,6 @@ def handlers(repo: KeyRepository, cache: KeyCache) -> list[HTTPRouteHandler]:
 
     @post(
         "/v1/keys",
-        guards=[require("admin")],
         opt={"scope": "admin"},
         responses={**V1_RESPONSES, **TOO_LARGE},
         status_code=HTTP_201_CREATED,
@@ -52,7 +51,6 @@ def handlers(repo: KeyRepository, cache: KeyCache) -> list[HTTPRouteHandler]:
 
     @post(
         "/v1/keys/{key_id:str}/revoke",
-        guards=[require("admin")],
         opt={"scope": "admin"},
         responses={**V1_RESPONSES, **NOT_FOUND},
         status_code=HTTP_200_OK,

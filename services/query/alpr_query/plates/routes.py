@@ -11,17 +11,15 @@ from litestar.params import Parameter, QueryParameter
 
 from alpr_query import params
 from alpr_query.errors import NOT_FOUND, V1_RESPONSES, NotFound
-from alpr_query.events.routes import summary
+from alpr_query.events.schemas import EventSummary
 from alpr_query.params import PathPlate
-from alpr_query.plates.repository import PlateRepository
+from alpr_query.plates.repository import SUMMARY_AT, PlateRepository
 from alpr_query.plates.schemas import CameraSightings, PlateHistory
-from alpr_query.security import require
 
 
 def handlers(repo: PlateRepository, max_page_size: int) -> list[HTTPRouteHandler]:
     @get(
         "/v1/plates/{plate:str}",
-        guards=[require("read")],
         opt={"scope": "read"},
         responses={**V1_RESPONSES, **NOT_FOUND},
         summary="Sightings of one plate across cameras: first/last seen, counts, newest sightings",
@@ -51,7 +49,7 @@ def handlers(repo: PlateRepository, max_page_size: int) -> list[HTTPRouteHandler
             first_seen=min(c.first_seen for c in cameras),
             last_seen=max(c.last_seen for c in cameras),
             cameras=cameras,
-            sightings=[summary(r) for r in rows.sightings],
+            sightings=[EventSummary(*r[SUMMARY_AT:]) for r in rows.sightings],
             truncated=count > len(rows.sightings),
         )
 

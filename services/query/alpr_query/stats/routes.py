@@ -11,7 +11,6 @@ from litestar.params import Parameter, QueryParameter
 
 from alpr_query import params
 from alpr_query.errors import V1_RESPONSES, BadParameter
-from alpr_query.security import require
 from alpr_query.stats.repository import StatsRepository
 from alpr_query.stats.schemas import HourlyBucket, HourlyStats
 
@@ -23,7 +22,6 @@ MAX_SPAN = timedelta(days=92)
 def handlers(repo: StatsRepository) -> list[HTTPRouteHandler]:
     @get(
         "/v1/stats/hourly",
-        guards=[require("read")],
         opt={"scope": "read"},
         responses=V1_RESPONSES,
         summary="Events per camera and UTC hour (from the hourly rollup)",

@@ -15,7 +15,6 @@ from litestar.status_codes import HTTP_200_OK, HTTP_201_CREATED
 from alpr_query import params
 from alpr_query.errors import NOT_FOUND, TOO_LARGE, V1_RESPONSES, NotFound
 from alpr_query.params import PathId
-from alpr_query.security import require
 from alpr_query.watchlist.publisher import Outcome, WatchlistPublisher
 from alpr_query.watchlist.repository import EntryData, WatchlistRepository
 from alpr_query.watchlist.schemas import WatchlistEntryIn, WatchlistEntryOut, WatchlistList
@@ -56,7 +55,6 @@ def handlers(repo: WatchlistRepository, publisher: WatchlistPublisher) -> list[H
 
     @get(
         "/v1/watchlist",
-        guards=[require("read")],
         opt={"scope": "read"},
         responses=V1_RESPONSES,
         tags=["watchlist"],
@@ -67,7 +65,6 @@ def handlers(repo: WatchlistRepository, publisher: WatchlistPublisher) -> list[H
 
     @get(
         "/v1/watchlist/{entry_id:str}",
-        guards=[require("read")],
         opt={"scope": "read"},
         responses={**V1_RESPONSES, **NOT_FOUND},
         tags=["watchlist"],
@@ -81,7 +78,6 @@ def handlers(repo: WatchlistRepository, publisher: WatchlistPublisher) -> list[H
 
     @post(
         "/v1/watchlist",
-        guards=[require("write")],
         opt={"scope": "write"},
         responses=write_responses,
         status_code=HTTP_201_CREATED,
@@ -98,7 +94,6 @@ def handlers(repo: WatchlistRepository, publisher: WatchlistPublisher) -> list[H
 
     @put(
         "/v1/watchlist/{entry_id:str}",
-        guards=[require("write")],
         opt={"scope": "write"},
         responses=write_responses,
         status_code=HTTP_200_OK,
@@ -112,7 +107,6 @@ def handlers(repo: WatchlistRepository, publisher: WatchlistPublisher) -> list[H
 
     @delete(
         "/v1/watchlist/{entry_id:str}",
-        guards=[require("write")],
         opt={"scope": "write"},
         responses={**V1_RESPONSES, **NOT_FOUND},
         status_code=HTTP_200_OK,
