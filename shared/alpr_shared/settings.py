@@ -297,12 +297,36 @@ class EventsSettings(_Section):
     vehicle_jpeg_max_bytes: int = Field(default=65_536, ge=0)
     cameras: dict[str, EventsCameraSettings] = Field(default_factory=dict)
     watchlist: list[WatchlistEntrySettings] = Field(default_factory=list)
-    # Follow the compacted watchlist topic for runtime changes (off: the config's entries only).
-    watchlist_from_kafka: bool = True
+    # Where runtime watchlist changes (the API's, layered over `watchlist`) come from. kafka: the compacted
+    # `kafka.watchlist_topic` (production; not followed with delivery local). database: poll the
+    # `watchlist_entries` table at `database.url` (`alpr run` without a broker). none: `watchlist` only.
+    watchlist_source: Literal["kafka", "database", "none"] = "kafka"
+    # Older spelling of watchlist_source (false: none, true: kafka), still read so existing files load.
+    watchlist_from_kafka: bool | None = None
+    # watchlist_source database: how often the table is checked; a change reaches matching within this.
+    watchlist_poll_s: float = Field(default=2.0, gt=0, le=3_600)
     webhooks: list[WebhookSettings] = Field(default_factory=list)
     # kafka: the drainer sends outbox records to `kafka.topic`. local: no broker; the records stay in the
     # outbox for a persist on this host (`persist.source: outbox`), as `alpr run` does by default.
     delivery: Literal["kafka", "local"] = "kafka"
+
+    @model_validator(mode="before")
+    @classmethod
+    def _legacy_watchlist_flag(cls, data: Any) -> Any:
+        """`watchlist_from_kafka` → `watchlist_source`; both given and disagreeing is an error."""
+        if not isinstance(data, dict) or data.get("watchlist_from_kafka") is None:
+            return data
+        raw = data["watchlist_from_kafka"]
+        # A bool from YAML or a string from the environment (the field's own validation rejects junk).
+        legacy = raw if isinstance(raw, bool) else str(raw).strip().lower() in {"1", "true", "yes", "on"}
+        implied = "kafka" if legacy else "none"
+        given = data.get("watchlist_source")
+        if given is not None and given != implied:
+            raise ValueError(
+                f"watchlist_from_kafka ({str(legacy).lower()}) contradicts watchlist_source ({given}); "
+                "set watchlist_source only (watchlist_from_kafka is its older spelling)"
+            )
+        return {**data, "watchlist_source": implied}
 
 
 class PersistSettings(_Section):

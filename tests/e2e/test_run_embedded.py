@@ -1,6 +1,8 @@
 """`alpr run` in its default, embedded mode (no broker, no database server), every stage its own process:
 
 - the demo video gives one event per car, with the photos' plates, stored and served by the API;
+- a watchlist entry stored through the API while the run goes reaches the events stage (which follows the
+  embedded database: no broker carries `alpr.watchlist`);
 - SIGKILL of each stage in turn during a run: each is restarted, and the final events equal those of the
   undisturbed run (nothing lost, nothing doubled);
 - Ctrl-C leaves no process and no shared-memory ring behind; neither does a SIGKILLed supervisor.
@@ -9,6 +11,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import signal
 import time
 from dataclasses import dataclass
@@ -19,6 +22,8 @@ import httpx
 import psutil
 import pytest
 
+from alpr_query.db import Database
+from alpr_query.keys.repository import KeyRepository
 from alpr_shared.tools.demovideo import DemoVideo
 from tests.e2e.run_helpers import (
     AlprRun,
@@ -40,6 +45,8 @@ class Finished:
     event_ids: list[str]
     output: str
     api_events: list[str] | None  # plates the API returned (None: no query service in this build)
+    events_log: list[dict[str, object]]  # the events stage's JSON log lines
+    watchlist_answer: dict[str, object] | None = None  # the API's answer to a watchlist change
 
 
 async def _stored(url: str) -> list[tuple[str, str]]:
@@ -71,7 +78,27 @@ def _finish(run: AlprRun) -> Finished:
     stored = asyncio.run(_stored(run.database_url()))
     api = _api_plates(run)
     assert run.interrupt() == 0, run.output
-    return Finished([p for _, p in stored], [e for e, _ in stored], run.output, api)
+    log = (run.data_dir / "logs" / "events.log").read_text(errors="replace")
+    lines = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    return Finished([p for _, p in stored], [e for e, _ in stored], run.output, api, lines)
+
+
+async def _watch_through_the_api(run: AlprRun) -> dict[str, object]:
+    """As soon as the API is up (ingest starts then): a write key, and a watchlist entry through the API for
+    a plate that is not in the demo (the cars' timing would make a label on their events a race)."""
+    api = run.wait_for(r"alpr run: API on (\S+)/v1", 120).group(1)
+    pool = await asyncpg.create_pool(run.database_url(), min_size=1, max_size=1)
+    try:
+        _, key = await KeyRepository(Database(pool)).create("e2e-watchlist", ["write"])
+    finally:
+        await pool.close()
+    async with httpx.AsyncClient(timeout=10) as client:
+        response = await client.put(
+            f"{api}/v1/watchlist/e2e-1", json={"plate": "WL0TEST", "label": "e2e"}, headers={"X-API-Key": key}
+        )
+    assert response.status_code in (200, 201), response.text
+    body: dict[str, object] = response.json()
+    return body
 
 
 @pytest.fixture(scope="module")
@@ -88,9 +115,12 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> list[str]:
 def undisturbed(demo: list[DemoVideo], base: list[str]) -> Finished:
     run = AlprRun([*(str(d.path) for d in demo), *base, "--keep-serving"])
     try:
-        return _finish(run)
+        answer = asyncio.run(_watch_through_the_api(run))
+        finished = _finish(run)
     finally:
         run.close()
+    finished.watchlist_answer = answer
+    return finished
 
 
 def test_the_demo_video_gives_one_event_per_car_with_its_plate(
@@ -105,6 +135,17 @@ def test_the_demo_video_gives_one_event_per_car_with_its_plate(
     assert f"events          {len(labels)}" in undisturbed.output
     if undisturbed.api_events is not None:
         assert sorted(undisturbed.api_events) == sorted(undisturbed.plates)
+
+
+def test_a_watchlist_entry_stored_through_the_api_reaches_events(undisturbed: Finished) -> None:
+    assert undisturbed.watchlist_answer is not None
+    assert undisturbed.watchlist_answer["published"] == "disabled"  # no broker: stored only
+    events = [line for line in undisturbed.events_log if line.get("event") == "watchlist_source"]
+    assert [line["source"] for line in events] == ["database"], undisturbed.events_log
+    changed = [line for line in undisturbed.events_log if line.get("event") == "watchlist_changed"]
+    # Applied within a poll (events.watchlist_poll_s, 2 s), while the run's cars were still passing.
+    assert changed and changed[-1]["entries"] == 1, undisturbed.events_log
+    assert undisturbed.plates and "watchlist hits  0" in undisturbed.output
 
 
 def test_sigkill_of_each_stage_loses_and_doubles_nothing(

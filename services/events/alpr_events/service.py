@@ -1,8 +1,9 @@
 """Events: the last edge stage and the only one that talks to Kafka.
 
 Owns: the `plate_reads` PULL socket (connects to the OCR coordinator's PUSH), the event builder's state,
-the SQLite outbox, the Kafka producer (through `OutboxDrainer`), the watchlist topic consumer and the
-webhook senders. Each is opened in `service_main` and closed by its `AsyncExitStack`.
+the SQLite outbox, the Kafka producer (through `OutboxDrainer`), the watchlist follower (topic consumer
+or database poller) and the webhook senders. Each is opened in `service_main` and closed by its
+`AsyncExitStack`.
 
 Flow: reads arrive in batches (one `recv` plus whatever is already queued); `ReadProcessor` turns each
 into at most one event revision and its alerts (`EventBuilder`, pure), then writes the records and the
@@ -13,7 +14,8 @@ accumulate on disk (bounded) and drain in order when it returns.
 
 With `events.delivery: local` (what `alpr run` uses without a broker) there is no producer and no
 watchlist consumer: the records stay in the outbox and a persist on this host takes them from there
-(`persist.source: outbox`), deleting each only after the database committed it.
+(`persist.source: outbox`), deleting each only after the database committed it. Runtime watchlist
+changes then come from the database instead (`events.watchlist_source: database`, `watchlist_db.py`).
 
 Never: publish an event that is not in the outbox first, log a credential, or crash on a bad read.
 """
@@ -24,7 +26,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from contextlib import AsyncExitStack
 from dataclasses import dataclass, field
 
@@ -35,9 +37,10 @@ from alpr_events.kafka import DrainerMetrics, OutboxDrainer, WatchlistFollower, 
 from alpr_events.outbox import AsyncOutbox, OutboxError, Record
 from alpr_events.plates import FormatsError, PlateFormats
 from alpr_events.watchlist import Watchlist, entry_from_settings
+from alpr_events.watchlist_db import WatchlistPoller
 from alpr_events.webhook import Webhooks
 from alpr_shared.lifecycle import ServiceContext
-from alpr_shared.logging import get_logger
+from alpr_shared.logging import get_logger, redact_url
 from alpr_shared.metrics import ServiceMetrics
 from alpr_shared.schemas import Codec, PlateEvent, PlateRead, WatchlistAlert
 from alpr_shared.settings import AlprSettings, ConfigError, EventsSettings
@@ -314,13 +317,10 @@ async def service_main(ctx: ServiceContext) -> None:
             asyncio.create_task(s.run(ctx.stopping), name=f"events-webhook-{s.index}")
             for s in webhooks.senders
         ]
-        if events.watchlist_from_kafka and not local:
-            follower = WatchlistFollower(
-                settings.kafka,
-                watchlist,
-                ctx.metrics,
-                on_change=lambda: metrics.watchlist.set(len(watchlist)),
-            )
+        follower = _watchlist_follower(
+            settings, watchlist, ctx.metrics, lambda: metrics.watchlist.set(len(watchlist)), local=local
+        )
+        if follower is not None:
             tasks.append(asyncio.create_task(follower.run(ctx.stopping), name="events-watchlist"))
         stack.push_async_callback(_cancel, tasks)
         ctx.health.set_ready()
@@ -332,6 +332,39 @@ async def service_main(ctx: ServiceContext) -> None:
         if not local:
             await _flush(outbox, drain_stop, tasks[0])
         log.info("events_stopped", queued=outbox.sync.count, delivered=drainer.delivered)
+
+
+def _watchlist_follower(
+    settings: AlprSettings,
+    watchlist: Watchlist,
+    metrics: ServiceMetrics,
+    on_change: Callable[[], None],
+    *,
+    local: bool,
+) -> WatchlistFollower | WatchlistPoller | None:
+    """What keeps the watchlist current at run time (`events.watchlist_source`); None: the config only."""
+    source = settings.events.watchlist_source
+    if source == "database":
+        log.info(
+            "watchlist_source",
+            source=source,
+            url=redact_url(settings.database.url),
+            poll_s=settings.events.watchlist_poll_s,
+        )
+        return WatchlistPoller(
+            settings.database.url,
+            watchlist,
+            metrics,
+            on_change,
+            poll_s=settings.events.watchlist_poll_s,
+            command_timeout_s=settings.database.command_timeout_s,
+        )
+    if source == "kafka" and not local:
+        log.info("watchlist_source", source=source, topic=settings.kafka.watchlist_topic)
+        return WatchlistFollower(settings.kafka, watchlist, metrics, on_change=on_change)
+    reason = "events.delivery is local: no broker" if source == "kafka" else "events.watchlist_source is none"
+    log.info("watchlist_source", source="none", reason=reason)
+    return None
 
 
 def _log_delivery(settings: AlprSettings) -> bool:

@@ -225,7 +225,11 @@ def build_config(
         # Rings sized for the files' frames rather than 1080p: less shared memory per camera.
         run["frame_store"]["max_width"], run["frame_store"]["max_height"] = frame_size
     if embedded_broker:
-        run["events"]["watchlist_from_kafka"] = False
+        # No broker carries alpr.watchlist: events polls the table the API writes, in the same database
+        # (unless the user's config turned runtime changes off).
+        user_events = base.get("events") or {}
+        if user_events.get("watchlist_source") != "none":
+            run["events"]["watchlist_source"] = "database"
     else:
         run["kafka"] = {"bootstrap": options.kafka}
     query: dict[str, Any] = {}
@@ -236,7 +240,11 @@ def build_config(
     if embedded_broker:
         query["watchlist_publish"] = False  # no broker to publish watchlist changes to
     run["query"] = query
-    return _deep_merge(config, run)
+    merged = _deep_merge(config, run)
+    if embedded_broker:
+        # The older `watchlist_from_kafka` spoke of a broker this run does not have; watchlist_source decides.
+        merged["events"].pop("watchlist_from_kafka", None)
+    return merged
 
 
 def service_argv(command: str, config: Path, metrics_port: int, extra: Sequence[str] = ()) -> list[str]:
