@@ -35,9 +35,10 @@ FROM ${PYTHON_IMAGE} AS edge
 LABEL org.opencontainers.image.title="alpr-edge" \
       org.opencontainers.image.description="ALPR edge pipeline (x86-64 CPU)" \
       org.opencontainers.image.licenses="Apache-2.0"
-# tini reaps the GStreamer helper and forwards SIGTERM; libgomp1/libglib2.0-0 are ONNX Runtime's and OpenCV's.
+# tini reaps the GStreamer helper and forwards SIGTERM; libgomp1/libglib2.0-0 are ONNX Runtime's and OpenCV's;
+# libatomic1 gives the frame store its memory fence (orders a decoder's streaming stores).
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends tini libgomp1 libglib2.0-0 \
+    && apt-get install -y --no-install-recommends tini libgomp1 libglib2.0-0 libatomic1 \
     && rm -rf /var/lib/apt/lists/* \
     && groupadd --system --gid 10001 alpr \
     && useradd --system --uid 10001 --gid alpr --home-dir /var/lib/alpr --shell /usr/sbin/nologin alpr \

@@ -53,9 +53,10 @@ LABEL org.opencontainers.image.title="alpr-edge-jetson" \
 ENV DEBIAN_FRONTEND=noninteractive
 # nvidia-l4t-gstreamer (nvv4l2decoder, nvvidconv) comes from NVIDIA's L4T apt repository, which the L4T
 # base images configure; the rest is Ubuntu's GStreamer and the gi bindings for /usr/bin/python3.
+# libatomic1: the frame store's memory fences on ARM64 (it refuses to run without them).
 RUN apt-get update \
     && apt-get install -y --no-install-recommends \
-        python3.11 tini libgomp1 libglib2.0-0 \
+        python3.11 tini libgomp1 libglib2.0-0 libatomic1 \
         python3-gi gir1.2-gstreamer-1.0 gir1.2-gst-plugins-base-1.0 \
         gstreamer1.0-tools gstreamer1.0-plugins-base gstreamer1.0-plugins-good gstreamer1.0-plugins-bad \
         gstreamer1.0-libav nvidia-l4t-gstreamer \

@@ -11,16 +11,27 @@ while the writer fills the slot. A reader checks the sequence before it touches 
 it is done with them (`FrameView.still_valid()` / `FrameReader.copy()`); if the slot was reused in between,
 the view is stale: the reader counts it and skips the frame. It never processes a torn frame.
 
-Crashes: the segment header records the writer's pid and process start time. A writer that finds a
-segment of the same name left by a dead process (or a recycled pid) reclaims it; one held by a live writer
-is refused with a clear error. `reclaim_stale_segments()` sweeps every ring of a namespace whose writer is
-gone. A restarted writer gets a new `epoch`, so readers holding the old mapping re-attach.
+Crashes and liveness: a writer holds an exclusive `flock` on its segment for as long as it lives; the
+kernel drops the lock when the process dies, however it dies. A ring whose lock can be taken has no
+writer: a writer that finds its name held that way reclaims it, one held by a live writer is refused with
+a clear error, and `reclaim_stale_segments()` sweeps every such ring of a namespace. The lock lives on the
+segment's inode, so the answer is the same from every PID namespace (container) that shares the
+`/dev/shm` mount; the writer pid and start time in the header are for people only (`alpr shm list`), as a
+pid means nothing in another PID namespace. A restarted writer gets a new `epoch`, so readers holding the
+old mapping re-attach.
 
-Memory ordering: the sequence word is an aligned 8-byte store, atomic on x86-64 and ARM64. On x86-64 (TSO)
-stores become visible in program order, so `WRITING` is seen before any new pixel and the new sequence
-after all of them: the before/after check is sound. On ARM64 (Jetson) stores may be reordered and Python
-has no portable fence, so a torn frame is theoretically possible there within a window of a few
-nanoseconds; closing it needs a compiled fence (tracked in docs/architecture.md, open points).
+Memory ordering: the sequence word is an aligned 8-byte store, atomic on x86-64 and ARM64. The writer
+and the reader form a seqlock (WRITING → pixels → seq; seq → pixels → seq) and put a full memory fence
+(C11 `atomic_thread_fence(memory_order_seq_cst)` from libatomic, called through ctypes) between the
+sequence word and the pixels on both sides: after `WRITING` and before the final seq store on the writer,
+after the first check and before the second on the reader. ARM64 (Jetson) may reorder stores with stores
+and loads with loads, so there the fences are what make the check sound, and a weakly ordered CPU without
+libatomic is refused. x86-64 orders them anyway (TSO) except for streaming stores a decoder may use, which
+the fence (`mfence`) orders too; without libatomic x86-64 falls back to no fence.
+
+Allocation: a writer allocates its whole ring when it creates it (`posix_fallocate`), so a `/dev/shm`
+too small for the ring is a clear `FrameStoreError` at start instead of a SIGBUS at the first frame that
+does not fit, and pre-faults its own mapping so the first lap pays no page faults.
 
 This module does no networking and no logging: callers count and log what it reports.
 """
@@ -28,14 +39,20 @@ This module does no networking and no logging: callers count and log what it rep
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
+import fcntl
+import functools
 import importlib
 import mmap
 import os
+import platform
 import re
 import secrets
 import struct
+import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
@@ -52,7 +69,9 @@ from alpr_shared.schemas import FrameRef
 _posixshmem: Any = importlib.import_module("_posixshmem")
 
 MAGIC: Final = b"ALPRRING"
-LAYOUT_VERSION: Final = 1
+# 2: liveness is the writer's flock on the segment (1 trusted the pid in the header). A build never
+# judges a ring of another layout, so it cannot take a live version-1 ring (which holds no lock) for dead.
+LAYOUT_VERSION: Final = 2
 WRITING: Final = 2**64 - 1  # sequence word while the writer is filling a slot
 EMPTY: Final = 0  # sequence word of a slot never written (frame sequences start at 1)
 
@@ -65,6 +84,13 @@ _HEADER_SIZE: Final = 128
 _SLOT_META = struct.Struct("<qIIII")
 _SLOT_HEADER_SIZE: Final = 64
 _ALIGN: Final = 4096  # slot data starts on a page boundary so frames map cleanly into numpy/ORT
+
+# Linux 5.14+: fault a range in as if written (older kernels: EINVAL, and the first lap faults instead).
+_MADV_POPULATE_WRITE: Final = getattr(mmap, "MADV_POPULATE_WRITE", 23)
+_SEQ_CST: Final = 5  # memory_order_seq_cst in C11's enum (stdatomic.h), the argument of atomic_thread_fence
+_LIBATOMIC: Final = "libatomic.so.1"
+_LOCK_ATTEMPTS: Final = 200  # × 1 ms: how long a new writer waits for a sweeping checker to drop its lock
+_STRONGLY_ORDERED: Final = frozenset({"x86_64", "amd64", "i386", "i686", "x86"})
 
 _DTYPES: Final[dict[str, int]] = {"uint8": 1, "uint16": 2, "float32": 3}
 _NAME_RE: Final = re.compile(r"[^A-Za-z0-9_.-]")
@@ -103,10 +129,84 @@ def _process_start_time(pid: int) -> float | None:
         return None
 
 
-def writer_alive(pid: int, start_time: float) -> bool:
-    """True if the process that wrote a header is still running (and is not a recycled pid)."""
-    actual = _process_start_time(pid)
-    return actual is not None and abs(actual - start_time) < 0.5
+Fence = Callable[[], None]
+
+
+def _no_fence() -> None:
+    """x86-64 without libatomic: stores and loads keep program order (TSO); the C calls that separate the
+    steps keep the compiler from reordering them."""
+
+
+def _load_libatomic_fence() -> Fence | None:
+    try:
+        # PyDLL keeps the GIL: the call is a few nanoseconds, and releasing the GIL around it would let a
+        # decoder thread's frame wait behind another thread's time slice.
+        lib = ctypes.PyDLL(_LIBATOMIC)
+    except OSError:
+        return None
+    fence = lib.atomic_thread_fence
+    fence.argtypes = [ctypes.c_int]
+    fence.restype = None
+    return functools.partial(fence, _SEQ_CST)
+
+
+def select_fence(machine: str, load: Callable[[], Fence | None] = _load_libatomic_fence) -> Fence:
+    """The full memory fence the seqlock uses on `machine` (`platform.machine()`): libatomic's
+    `atomic_thread_fence(seq_cst)`; on x86 without libatomic a no-op (TSO). A weakly ordered CPU
+    (ARM64, …) without libatomic raises `FrameStoreError`: its frames could be torn unseen."""
+    fence = load()
+    if fence is not None:
+        return fence
+    if machine.lower() in _STRONGLY_ORDERED:
+        return _no_fence
+    raise FrameStoreError(
+        f"the frame store needs {_LIBATOMIC} for memory fences on {machine} (a weakly ordered CPU): "
+        "install it (Debian/Ubuntu: apt-get install libatomic1)"
+    )
+
+
+@functools.cache
+def memory_fence() -> Fence:
+    """This machine's fence (resolved once, on first use: writers and readers ask when they open)."""
+    return select_fence(platform.machine())
+
+
+def _try_lock(fd: int) -> bool:
+    """Take the segment's writer lock without waiting; False if a live process holds it."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    return True
+
+
+def _names_inode(name: str, fd: int) -> bool:
+    """True if `name` still names the segment open on `fd` (nobody unlinked or replaced it)."""
+    if not SHM_DIR.is_dir():
+        return True  # no listable shm here: nothing to compare with
+    try:
+        st = os.stat(SHM_DIR / name)
+    except FileNotFoundError:
+        return False
+    own = os.fstat(fd)
+    return (st.st_dev, st.st_ino) == (own.st_dev, own.st_ino)
+
+
+def _pread_header(fd: int, name: str) -> RingHeader:
+    return _read_header(memoryview(os.pread(fd, _HEADER_SIZE, 0)), name)
+
+
+def ring_is_live(name: str) -> bool:
+    """True while a writer process holds the ring (its lock), seen the same from any PID namespace that
+    shares `/dev/shm`. False for a ring whose writer is gone, and for a name that does not exist."""
+    try:
+        fd = _posixshmem.shm_open("/" + name, os.O_RDONLY, mode=0o600)
+    except FileNotFoundError:
+        return False
+    try:
+        return not _try_lock(fd)
+    finally:
+        os.close(fd)  # drops the lock if we took it
 
 
 @dataclass(frozen=True, slots=True)
@@ -153,25 +253,76 @@ def ring_size(slot_count: int, slot_capacity: int) -> int:
     return data_offset + slot_count * _align(slot_capacity)
 
 
-def _open_segment(name: str, *, create: bool, size: int = 0, writable: bool = True) -> mmap.mmap:
-    if create:
-        flags = os.O_RDWR | os.O_CREAT | os.O_EXCL
-    elif writable:
-        flags = os.O_RDWR
-    else:
-        flags = os.O_RDONLY
-    fd = _posixshmem.shm_open("/" + name, flags, mode=0o600)
+def _open_segment(name: str) -> mmap.mmap:
+    """Map an existing segment read-only (readers, status tools)."""
+    fd = _posixshmem.shm_open("/" + name, os.O_RDONLY, mode=0o600)
     try:
-        if create:
-            os.ftruncate(fd, size)
-        else:
-            size = os.fstat(fd).st_size
-            if size == 0:
-                raise FrameStoreError(f"segment {name} is empty (its writer has not initialised it yet)")
-        prot = mmap.PROT_READ | (mmap.PROT_WRITE if writable else 0)
-        return mmap.mmap(fd, size, mmap.MAP_SHARED, prot)
+        size = os.fstat(fd).st_size
+        if size == 0:
+            raise FrameStoreError(f"segment {name} is empty (its writer has not initialised it yet)")
+        return mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ)
     finally:
         os.close(fd)
+
+
+def _create_segment(name: str, size: int) -> tuple[int, mmap.mmap]:
+    """Create, lock, allocate and map a new segment; returns its fd (which holds the writer lock for as
+    long as it is open) and a writable mapping of it."""
+    for _ in range(3):
+        try:
+            fd = _posixshmem.shm_open("/" + name, os.O_RDWR | os.O_CREAT | os.O_EXCL, mode=0o600)
+        except FileExistsError as exc:
+            raise FrameStoreError(
+                f"segment {name} appeared while this writer was starting; is another ingest for this "
+                "camera running?"
+            ) from exc
+        try:
+            _lock_new(fd, name)
+            if not _names_inode(name, fd):
+                os.close(fd)
+                continue  # a checker unlinked it before we locked it: create it again
+            os.ftruncate(fd, size)
+            _allocate(fd, size, name)
+            mm = mmap.mmap(fd, size, mmap.MAP_SHARED, mmap.PROT_READ | mmap.PROT_WRITE)
+        except BaseException:
+            with contextlib.suppress(OSError):
+                if _names_inode(name, fd):
+                    _unlink(name)
+            os.close(fd)
+            raise
+        if sys.platform == "linux":
+            with contextlib.suppress(OSError):  # best effort: pre-fault the writer's page tables
+                mm.madvise(_MADV_POPULATE_WRITE)
+        return fd, mm
+    raise FrameStoreError(f"segment {name} was unlinked three times while being created")
+
+
+def _lock_new(fd: int, name: str) -> None:
+    """Take the writer lock of a segment just created. A sweeping checker may hold it for a moment (it
+    found an empty segment with no lock and took it for a dead writer's): wait for it; the caller then
+    makes sure the checker did not unlink the segment."""
+    for _ in range(_LOCK_ATTEMPTS):
+        if _try_lock(fd):
+            return
+        time.sleep(0.001)
+    raise FrameStoreError(f"segment {name}: could not take the writer lock of a new segment")
+
+
+def _allocate(fd: int, size: int, name: str) -> None:
+    """Give the segment all its pages now: a full `/dev/shm` fails here, not with SIGBUS mid-stream."""
+    if not hasattr(os, "posix_fallocate"):
+        return
+    try:
+        os.posix_fallocate(fd, 0, size)
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.ENOMEM):
+            raise FrameStoreError(
+                f"segment {name}: /dev/shm has no room for a {size / 1e6:.1f} MB ring ({exc.strerror}); "
+                "give the container more shared memory (shm_size, ALPR_SHM_SIZE) or lower "
+                "frame_store.slots_per_camera / max_width / max_height"
+            ) from exc
+        if exc.errno not in (errno.EOPNOTSUPP, errno.EINVAL):
+            raise
 
 
 def _unlink(name: str) -> bool:
@@ -183,10 +334,11 @@ def _unlink(name: str) -> bool:
 
 
 def reclaim_stale_segments(namespace: str | None = None) -> list[str]:
-    """Unlink every alpr ring (of `namespace`, or of any) whose writer process is gone.
+    """Unlink every alpr ring (of `namespace`, or of any) that no writer holds (its lock is free).
 
-    Returns the names reclaimed. Only possible where POSIX shared memory is listable (`/dev/shm`, Linux);
-    elsewhere writers still reclaim their own segment by name when they start.
+    Returns the names reclaimed. Segments that are not frame rings of this layout are left alone. Only
+    possible where POSIX shared memory is listable (`/dev/shm`, Linux); elsewhere writers still reclaim
+    their own segment by name when they start.
     """
     if not SHM_DIR.is_dir():
         return []
@@ -196,13 +348,20 @@ def reclaim_stale_segments(namespace: str | None = None) -> list[str]:
         if not entry.name.startswith(prefix):
             continue
         try:
-            with entry.open("rb") as fh:
-                raw = fh.read(_HEADER_SIZE)
-            header = _read_header(memoryview(raw), entry.name)
+            fd = os.open(entry, os.O_RDONLY | os.O_CLOEXEC)
+        except OSError:
+            continue
+        try:
+            if not _try_lock(fd):
+                continue  # a live writer holds it
+            _pread_header(fd, entry.name)  # not ours to judge unless it is a ring of this layout
+            # Unlink while holding the lock, and only the segment we judged.
+            if _names_inode(entry.name, fd) and _unlink(entry.name):
+                reclaimed.append(entry.name)
         except (OSError, FrameStoreError):
-            continue  # not ours to judge: leave segments we cannot read or do not recognise
-        if not writer_alive(header.writer_pid, header.writer_start_time) and _unlink(entry.name):
-            reclaimed.append(entry.name)
+            continue
+        finally:
+            os.close(fd)
     return reclaimed
 
 
@@ -231,8 +390,11 @@ class FrameWriter:
         self.slot_capacity = max_height * max_width * channels * np.dtype(dtype).itemsize
         self.size = ring_size(slot_count, self.slot_capacity)
         self.epoch = secrets.randbits(63) | 1  # never 0, so a zeroed header cannot match a handle
+        self._fence = memory_fence()
         self.reclaimed_stale = self._reclaim_if_stale()
-        self._mm: mmap.mmap | None = _open_segment(name, create=True, size=self.size)
+        # The fd stays open: it holds the writer lock that tells everyone this ring is live.
+        self._fd, mm = _create_segment(name, self.size)
+        self._mm: mmap.mmap | None = mm
         self._seq = 0
         self._reserved: tuple[int, int, int, int, int, str] | None = None
         pid = os.getpid()
@@ -254,25 +416,27 @@ class FrameWriter:
 
     def _reclaim_if_stale(self) -> bool:
         try:
-            mm = _open_segment(self.name, create=False)
+            fd = _posixshmem.shm_open("/" + self.name, os.O_RDWR, mode=0o600)
         except FileNotFoundError:
             return False
-        except FrameStoreError:
-            _unlink(self.name)  # zero-sized leftover of a writer that died while creating it
-            return True
         try:
-            header = _read_header(mm, self.name)
-        except FrameStoreError:
-            mm.close()
-            raise
-        mm.close()
-        if writer_alive(header.writer_pid, header.writer_start_time):
-            raise FrameStoreError(
-                f"segment {self.name} is held by a running writer (pid {header.writer_pid}); "
-                "is another ingest for this camera running?"
-            )
-        _unlink(self.name)
-        return True
+            if not _try_lock(fd):
+                try:
+                    holder = f"pid {_pread_header(fd, self.name).writer_pid} in its PID namespace"
+                except FrameStoreError:
+                    holder = "a process still starting it"
+                raise FrameStoreError(
+                    f"segment {self.name} is held by a running writer ({holder}); "
+                    "is another ingest for this camera running?"
+                )
+            if os.fstat(fd).st_size > 0:
+                _pread_header(fd, self.name)  # a foreign segment or another layout: refuse, leave it
+            # else: the empty leftover of a writer that died while creating it
+            if _names_inode(self.name, fd):
+                _unlink(self.name)
+            return True
+        finally:
+            os.close(fd)
 
     def _write_header(self) -> None:
         if self._mm is None:
@@ -334,6 +498,7 @@ class FrameWriter:
         seq = self._seq + 1
         slot = seq % self.slot_count
         self._seq_words[slot] = WRITING
+        self._fence()  # WRITING is visible before any pixel of the new frame
         view: npt.NDArray[np.generic] = np.ndarray(
             (height, width, channels), dtype=dtype, buffer=mm, offset=self._header.slot_data_offset(slot)
         )
@@ -350,6 +515,7 @@ class FrameWriter:
         _SLOT_META.pack_into(
             mm, self._header.slot_header_offset(slot) + 8, ts, height, width, channels, _DTYPES[dtype]
         )
+        self._fence()  # every pixel and the metadata are visible before the seq that publishes them
         self._seq_words[slot] = seq  # publish: from here on readers may use the slot
         self._seq = seq
         self._reserved = None
@@ -381,7 +547,9 @@ class FrameWriter:
         del self._seq_words
         self._mm.close()
         self._mm = None
-        _unlink(self.name)
+        if _names_inode(self.name, self._fd):
+            _unlink(self.name)
+        os.close(self._fd)  # releases the writer lock
 
     def __enter__(self) -> Self:
         return self
@@ -404,14 +572,16 @@ class FrameView:
 
     def still_valid(self) -> bool:
         """True if the slot still holds this frame, i.e. every pixel read so far was the frame's."""
+        self._attached.fence()  # every pixel load is done before the seq word is read again
         return self._attached.current_seq(self.ref.slot) == self.ref.seq
 
 
 class _AttachedRing:
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, fence: Fence) -> None:
         self.name = name
+        self.fence = fence
         # Readers map the ring read-only: a bug in a consumer cannot corrupt another stage's frames.
-        self.mm = _open_segment(name, create=False, writable=False)
+        self.mm = _open_segment(name)
         self.header = _read_header(self.mm, name)
         self.seq_words = np.ndarray(
             (self.header.slot_count,),
@@ -452,6 +622,7 @@ class FrameReader:
 
     def __init__(self) -> None:
         self._rings: dict[str, _AttachedRing] = {}
+        self._fence = memory_fence()
         self.stats = ReaderStats()
 
     def _ring(self, ref: FrameRef) -> _AttachedRing:
@@ -461,7 +632,7 @@ class FrameReader:
         # Either our first handle for this ring, or the epochs differ: map what is there now and see
         # whether the handle belongs to it (the writer restarted) or is a late one from a dead writer.
         try:
-            fresh = _AttachedRing(ref.segment)
+            fresh = _AttachedRing(ref.segment, self._fence)
         except FileNotFoundError as exc:
             raise StaleFrameError(f"ring {ref.segment} no longer exists (its writer stopped)") from exc
         if current is not None and fresh.header.epoch == current.header.epoch:
@@ -491,6 +662,7 @@ class FrameReader:
         if ring.current_seq(ref.slot) != ref.seq:
             self.stats.stale_before += 1
             raise StaleFrameError(f"slot {ref.slot} of {ref.segment} no longer holds frame {ref.seq}")
+        ring.fence()  # no pixel load is done before the seq word that vouches for it
         dtype = np.dtype(ref.dtype)
         if ref.height * ref.width * ref.channels * dtype.itemsize > header.slot_capacity:
             raise FrameStoreError(f"handle shape {ref.shape} does not fit ring {ref.segment}")
@@ -541,7 +713,7 @@ class FrameReader:
 
 def read_ring_header(name: str) -> RingHeader:
     """The header of a ring (for status tools and tests)."""
-    mm = _open_segment(name, create=False, writable=False)
+    mm = _open_segment(name)
     try:
         return _read_header(mm, name)
     finally:

@@ -12,6 +12,7 @@ import time
 import uuid
 from pathlib import Path
 
+import psutil
 import pytest
 import yaml
 
@@ -152,4 +153,66 @@ def test_ingest_service_killed_and_restarted_leaks_no_shared_memory(tmp_path: Pa
         _, stderr = second.communicate(timeout=20)
     assert second.returncode == 0, stderr
     assert "stale_rings_reclaimed" in stderr
+    assert _rings(namespace) == []
+
+
+def test_dead_writer_is_reclaimed_even_if_its_recorded_pid_is_a_live_process_here() -> None:
+    """A pid recorded in another PID namespace may name a live process in ours (pid 1 is always
+    alive): the lock, not the pid, says the writer is gone."""
+    namespace = f"pidns{uuid.uuid4().hex[:8]}"
+    name = fs.segment_name(namespace, "cam1")
+    me = psutil.Process()
+    script = textwrap.dedent(
+        f"""
+        import os, struct
+        from alpr_shared import framestore as fs
+        w = fs.FrameWriter({name!r}, slot_count=2, max_height=8, max_width=8)
+        with (fs.SHM_DIR / {name!r}).open("r+b") as fh:  # record a pid that is alive in the test's namespace
+            fields = list(fs._HEADER.unpack(fh.read(fs._HEADER.size)))
+            fields[6], fields[7] = {me.pid}, {me.create_time()!r}
+            fh.seek(0)
+            fh.write(fs._HEADER.pack(*fields))
+        os.kill(os.getpid(), 9)
+        """
+    )
+    subprocess.run([sys.executable, "-c", script], check=False)
+    header = fs.read_ring_header(name)
+    assert (header.writer_pid, header.writer_start_time) == (me.pid, me.create_time())
+    assert not fs.ring_is_live(name)
+    with fs.FrameWriter(name, slot_count=2, max_height=8, max_width=8) as restarted:
+        assert restarted.reclaimed_stale
+    assert _rings(namespace) == []
+
+
+def test_writer_in_another_pid_namespace_is_seen_live_and_reclaimed_once_killed() -> None:
+    """A real second PID namespace (`unshare --pid`, as a container): the writer is pid 1 there, and
+    pid 1 here is another process. Its ring must count as live until it dies, then be reclaimed."""
+    namespace = f"pidns{uuid.uuid4().hex[:8]}"
+    name = fs.segment_name(namespace, "cam1")
+    script = textwrap.dedent(
+        f"""
+        import os, time, numpy as np
+        from alpr_shared.framestore import FrameWriter
+        w = FrameWriter({name!r}, slot_count=2, max_height=8, max_width=8)
+        w.write(np.zeros((8, 8, 3), np.uint8))
+        print("ready", os.getpid(), flush=True)
+        time.sleep(60)
+        """
+    )
+    cmd = ["unshare", "--pid", "--fork", "--mount-proc", sys.executable, "-c", script]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        assert proc.stdout is not None
+        assert proc.stdout.readline().split() == ["ready", "1"], "the writer runs as pid 1 of its namespace"
+        header = fs.read_ring_header(name)
+        assert header.writer_pid == 1  # pid 1 here is our own init, started long before the writer
+        assert fs.ring_is_live(name)
+        assert fs.reclaim_stale_segments(namespace) == []
+        with pytest.raises(fs.FrameStoreError, match="held by a running writer"):
+            fs.FrameWriter(name, slot_count=2, max_height=8, max_width=8)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate()
+    _wait_for(lambda: not fs.ring_is_live(name), timeout=10, what="the killed writer's lock to drop")
+    assert fs.reclaim_stale_segments(namespace) == [name]
     assert _rings(namespace) == []

@@ -8,6 +8,7 @@ import threading
 import uuid
 import zlib
 from collections.abc import Iterator
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -275,3 +276,109 @@ def test_aborted_reservation_publishes_nothing(ring_name: str) -> None:
         with pytest.raises(fs.FrameStoreError, match="nothing reserved"):
             writer.commit()
         assert reader.copy(writer.write(_frame(4, (8, 8, 3))))[0, 0, 0] == 4
+
+
+def _rewrite_recorded_writer(name: str, pid: int, start_time: float) -> None:
+    """Overwrite the writer pid and start time in a ring's header, as a writer in another PID namespace
+    would have recorded them (its own pid, meaningless here)."""
+    with (fs.SHM_DIR / name).open("r+b") as fh:
+        fields = list(fs._HEADER.unpack(fh.read(fs._HEADER.size)))
+        fields[6], fields[7] = pid, start_time
+        fh.seek(0)
+        fh.write(fs._HEADER.pack(*fields))
+
+
+def test_a_live_writer_is_live_whatever_pid_its_header_records(ring_name: str) -> None:
+    """The pid a writer recorded means nothing in another PID namespace: liveness is its lock."""
+    no_such_pid = int(Path("/proc/sys/kernel/pid_max").read_text()) + 1  # cannot exist in this namespace
+    with fs.FrameWriter(ring_name, slot_count=2, max_height=8, max_width=8) as writer:
+        _rewrite_recorded_writer(ring_name, no_such_pid, 0.0)
+        assert fs.ring_is_live(ring_name)
+        assert ring_name not in fs.reclaim_stale_segments()
+        with pytest.raises(fs.FrameStoreError, match=f"held by a running writer \\(pid {no_such_pid}"):
+            fs.FrameWriter(ring_name, slot_count=2, max_height=8, max_width=8)
+        with fs.FrameReader() as reader:
+            assert reader.copy(writer.write(_frame(9, (8, 8, 3))))[0, 0, 0] == 9
+    assert not fs.ring_is_live(ring_name)
+
+
+def test_new_ring_is_allocated_up_front(ring_name: str) -> None:
+    with fs.FrameWriter(ring_name, slot_count=3, max_height=64, max_width=64) as writer:
+        allocated = os.stat(fs.SHM_DIR / ring_name).st_blocks * 512
+        assert allocated >= writer.size, "every page of the ring exists before the first frame"
+
+
+def test_ring_larger_than_shared_memory_fails_at_creation_not_with_sigbus(ring_name: str) -> None:
+    vfs = os.statvfs(fs.SHM_DIR)
+    too_big = 2 * vfs.f_blocks * vfs.f_frsize  # twice the whole /dev/shm: refused before allocating
+    side = int((too_big / 2 / 3) ** 0.5) + 1
+    with pytest.raises(fs.FrameStoreError, match=r"no room for a .* ring.*shm_size"):
+        fs.FrameWriter(ring_name, slot_count=2, max_height=side, max_width=side)
+    assert not (fs.SHM_DIR / ring_name).exists(), "the failed ring is not left behind"
+
+
+def test_writer_recreates_a_segment_a_sweeping_checker_unlinked_before_it_was_locked(
+    ring_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real_try_lock = fs._try_lock
+    calls = 0
+
+    def checker_wins_once(fd: int) -> bool:
+        # The first new segment is seen by a checker before its writer locks it: the checker finds
+        # it empty and unlocked, takes it for a dead writer's leftover and unlinks it.
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            fs._unlink(ring_name)
+        return real_try_lock(fd)
+
+    monkeypatch.setattr(fs, "_try_lock", checker_wins_once)
+    with fs.FrameWriter(ring_name, slot_count=2, max_height=8, max_width=8) as writer:
+        assert calls == 2
+        monkeypatch.setattr(fs, "_try_lock", real_try_lock)
+        assert fs.ring_is_live(ring_name)
+        with fs.FrameReader() as reader:
+            assert reader.copy(writer.write(_frame(4, (8, 8, 3))))[0, 0, 0] == 4
+
+
+def test_weakly_ordered_cpu_gets_a_real_fence_or_is_refused() -> None:
+    fence = fs.select_fence("aarch64")  # libatomic's atomic_thread_fence(seq_cst), loaded here
+    assert fence is not fs._no_fence
+    fence()
+    with pytest.raises(fs.FrameStoreError, match="libatomic1"):
+        fs.select_fence("aarch64", lambda: None)
+    assert fs.select_fence("x86_64", lambda: None) is fs._no_fence  # TSO: no fence needed
+
+
+def test_seqlock_fences_sit_between_the_sequence_word_and_the_pixels(
+    ring_name: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    with fs.FrameWriter(ring_name, slot_count=2, max_height=8, max_width=8) as writer:
+        slot = 1  # frame 1 goes to slot 1 % 2
+        # The first pixel of the slot, seen through the writer's mapping (dropped before it closes).
+        probe = [np.ndarray((1,), np.uint8, buffer=writer._mm, offset=writer._header.slot_data_offset(slot))]
+        seen: list[tuple[int, int]] = []
+        monkeypatch.setattr(
+            writer, "_fence", lambda: seen.append((int(writer._seq_words[slot]), int(probe[0][0])))
+        )
+        ref = writer.write(_frame(7, (8, 8, 3)))
+        probe.clear()
+        # reserve: WRITING is stored before the fence, no pixel yet; commit: every pixel before the
+        # fence, the frame's seq only after it.
+        assert seen == [(fs.WRITING, 0), (fs.WRITING, 7)]
+        assert int(writer._seq_words[slot]) == ref.seq == 1
+
+        steps: list[str] = []
+        real_current_seq = fs._AttachedRing.current_seq
+
+        def current_seq(ring: fs._AttachedRing, slot: int) -> int:
+            steps.append("seq")
+            return real_current_seq(ring, slot)
+
+        monkeypatch.setattr(fs._AttachedRing, "current_seq", current_seq)
+        with fs.FrameReader() as reader:
+            monkeypatch.setattr(reader, "_fence", lambda: steps.append("fence"))
+            with reader.frame(ref) as pixels:
+                steps.append("pixels")
+                assert pixels[0, 0, 0] == 7
+        assert steps == ["seq", "fence", "pixels", "fence", "seq"]

@@ -10,7 +10,7 @@ from alpr_shared.framestore import (
     FrameStoreError,
     read_ring_header,
     reclaim_stale_segments,
-    writer_alive,
+    ring_is_live,
 )
 
 
@@ -36,10 +36,10 @@ def main(argv: Sequence[str]) -> int:
         except (OSError, FrameStoreError) as exc:
             print(f"{name}: unreadable ({exc})")
             continue
-        state = "live" if writer_alive(h.writer_pid, h.writer_start_time) else "STALE (writer gone)"
+        state = "live" if ring_is_live(name) else "STALE (writer gone)"
         size_mb = (h.data_offset + h.slot_count * h.slot_stride) / 1e6
         print(
-            f"{name}: {state}, writer pid {h.writer_pid}, {h.slot_count} slots × {h.slot_capacity / 1e6:.1f} MB "
+            f"{name}: {state}, writer pid {h.writer_pid} (in its PID namespace), {h.slot_count} slots × {h.slot_capacity / 1e6:.1f} MB "
             f"= {size_mb:.1f} MB, last frame {h.last_seq}"
         )
     return 0
