@@ -96,11 +96,14 @@ def _events(m: ServiceMetrics) -> None:
     from alpr_events.kafka import DrainerMetrics, WatchlistFollower  # noqa: PLC0415
     from alpr_events.service import EventsMetrics  # noqa: PLC0415
     from alpr_events.watchlist import Watchlist  # noqa: PLC0415
+    from alpr_events.watchlist_db import WatchlistPoller  # noqa: PLC0415
     from alpr_events.webhook import WebhookSender  # noqa: PLC0415
 
     EventsMetrics(m)
     DrainerMetrics(m)
     WatchlistFollower(AlprSettings().kafka, Watchlist(), m, on_change=lambda: None)
+    # `events.watchlist_source: database` (alpr run's embedded mode); no connection until it runs.
+    WatchlistPoller("postgresql://unused", Watchlist(), m, lambda: None, poll_s=2.0, command_timeout_s=5.0)
     hook = WebhookSettings(url="http://127.0.0.1:1/hook", secret="s")  # type: ignore[arg-type]  # noqa: S106
     WebhookSender(0, hook, m)
 
