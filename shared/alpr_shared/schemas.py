@@ -11,7 +11,8 @@ inside a message; a `FrameRef` names the shared-memory slot that holds them (see
 
 from __future__ import annotations
 
-from typing import Generic, Literal, TypeVar, overload
+from datetime import UTC, datetime
+from typing import Any, Generic, Literal, TypeVar, overload
 
 import msgspec
 
@@ -265,6 +266,26 @@ class WatchlistEntry(_Message, frozen=True, tag="watchlist_entry"):
     max_distance: int = 1  # fuzzy only: largest edit distance that still counts as a hit
     deleted: bool = False
     updated_at_ns: int = 0
+
+
+_UNIX_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def watchlist_entry_from_row(row: Any) -> WatchlistEntry | None:
+    """A row (an asyncpg Record or a mapping) of the `watchlist_entries` table (the watchlist's source of truth) as the entry the topic
+    carries; None for a deleted one. The query service publishes these and events' database poller applies
+    them: one mapping for both."""
+    if row["deleted_at"] is not None:
+        return None
+    delta = row["updated_at"] - _UNIX_EPOCH
+    return WatchlistEntry(
+        entry_id=row["entry_id"],
+        plate=row["plate"],
+        label=row["label"],
+        match=row["match"],
+        max_distance=int(row["max_distance"]),
+        updated_at_ns=(delta.days * 86_400 + delta.seconds) * 10**9 + delta.microseconds * 1000,
+    )
 
 
 class WatchlistAlert(_Message, frozen=True, tag="watchlist_alert"):

@@ -14,12 +14,13 @@ import yaml
 from alpr_events.kafka import WatchlistFollower
 from alpr_events.service import _watchlist_follower
 from alpr_events.watchlist import Watchlist
-from alpr_events.watchlist_db import WatchlistPoller, entry_from_row
+from alpr_events.watchlist_db import WatchlistPoller
 from alpr_query.watchlist.publisher import record
 from alpr_shared.metrics import ServiceMetrics
 from alpr_shared.run import plan
 from alpr_shared.run.plan import Layout, RunOptions
 from alpr_shared.schemas import Codec, WatchlistEntry
+from alpr_shared.schemas import watchlist_entry_from_row as entry_from_row
 from alpr_shared.settings import AlprSettings, ConfigError, load_settings
 
 

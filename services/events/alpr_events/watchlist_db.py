@@ -26,16 +26,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Mapping
-from datetime import UTC, datetime
-from typing import Any
+from collections.abc import Callable
 
 import asyncpg
 
 from alpr_events.watchlist import Watchlist
 from alpr_shared.logging import get_logger, redact_url
 from alpr_shared.metrics import ServiceMetrics
-from alpr_shared.schemas import WatchlistEntry
+from alpr_shared.schemas import WatchlistEntry, watchlist_entry_from_row
 
 log = get_logger(__name__)
 
@@ -45,31 +43,11 @@ RETRY_MAX_S = 10.0
 # Closing a connection politely waits for the server; a dead one is terminated after this.
 CLOSE_TIMEOUT_S = 2.0
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ROW = "(entry_id, plate, label, match, max_distance, updated_at, deleted_at)"
 FINGERPRINT_SQL = (
     f"SELECT md5(coalesce(string_agg({_ROW}::text, ',' ORDER BY entry_id), '')) FROM watchlist_entries"  # noqa: S608 - constant text
 )
 ROWS_SQL = "SELECT entry_id, plate, label, match, max_distance, updated_at, deleted_at FROM watchlist_entries"
-
-
-def _ns(value: datetime) -> int:
-    delta = value - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 10**9 + delta.microseconds * 1000
-
-
-def entry_from_row(row: asyncpg.Record | Mapping[str, Any]) -> WatchlistEntry | None:
-    """A `watchlist_entries` row as the entry the topic would carry; None for a deleted one."""
-    if row["deleted_at"] is not None:
-        return None
-    return WatchlistEntry(
-        entry_id=row["entry_id"],
-        plate=row["plate"],
-        label=row["label"],
-        match=row["match"],
-        max_distance=int(row["max_distance"]),
-        updated_at_ns=_ns(row["updated_at"]),
-    )
 
 
 class WatchlistPoller:
@@ -151,7 +129,7 @@ class WatchlistPoller:
         # Rows read after the fingerprint are at least as new as it: a change in between is read now and
         # makes the next fingerprint differ again, which costs one more read and loses nothing.
         rows = await conn.fetch(ROWS_SQL, timeout=self.command_timeout_s)
-        current = {str(r["entry_id"]): entry_from_row(r) for r in rows}
+        current = {str(r["entry_id"]): watchlist_entry_from_row(r) for r in rows}
         changes = [(k, e) for k, e in current.items() if k not in self._known or self._known[k] != e]
         # Gone from the table (deleted by hand): removed, like a deleted row.
         changes += [(k, None) for k, e in self._known.items() if k not in current and e is not None]

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 import asyncpg
@@ -33,38 +32,23 @@ from alpr_query.watchlist.repository import WatchlistRepository
 from alpr_shared.kafka import connection_options
 from alpr_shared.logging import get_logger
 from alpr_shared.metrics import ServiceMetrics
-from alpr_shared.schemas import Codec, WatchlistEntry
+from alpr_shared.schemas import Codec, WatchlistEntry, watchlist_entry_from_row
 from alpr_shared.settings import KafkaSettings
 
 log = get_logger("alpr.query.watchlist")
 
 Outcome = Literal["sent", "pending", "disabled"]
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 # Unpublished changes handled per retry round.
 RETRY_BATCH = 500
 _TOPIC_EXISTS = 36  # Kafka error code TOPIC_ALREADY_EXISTS
 _STOP_TIMEOUT_S = 10.0
 
 
-def _ns(value: datetime) -> int:
-    delta = value - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 10**9 + delta.microseconds * 1000
-
-
 def record(row: Any) -> tuple[bytes, bytes | None]:
     """The (key, value) of a watchlist row: a JSON `WatchlistEntry`, or a tombstone when it is deleted."""
     key = str(row["entry_id"]).encode()
-    if row["deleted_at"] is not None:
-        return key, None
-    entry = WatchlistEntry(
-        entry_id=row["entry_id"],
-        plate=row["plate"],
-        label=row["label"],
-        match=row["match"],
-        max_distance=int(row["max_distance"]),
-        updated_at_ns=_ns(row["updated_at"]),
-    )
-    return key, _codec.encode(entry)
+    entry = watchlist_entry_from_row(row)
+    return key, None if entry is None else _codec.encode(entry)
 
 
 _codec: Codec[WatchlistEntry] = Codec(WatchlistEntry, wire="json")
