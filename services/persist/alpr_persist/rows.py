@@ -237,37 +237,17 @@ def decode_time(value: PgTime) -> datetime:
     return PG_EPOCH + timedelta(microseconds=us)
 
 
+# Stage columns of wall-clock ns → the plate_events timestamptz columns they fill; the crops' columns.
+STAGE_TIMES = {
+    "first_seen_ns": "first_seen",
+    "last_seen_ns": "last_seen",
+    "best_shot_ns": "best_shot_at",
+    "emitted_at_ns": "emitted_at",
+}
+STAGE_IMAGES = ("plate_jpeg", "vehicle_jpeg")
 # plate_events' columns that `table_row` fills, in its order (the stage's, times renamed, crops out).
 TABLE_COLUMNS: tuple[str, ...] = (
-    "event_id",
-    "first_seen",
-    "last_seen",
-    "revision",
-    "camera_id",
-    "site_id",
-    "camera_name",
-    "plate",
-    "plate_raw",
-    "region",
-    "format_valid",
-    "corrected",
-    "confidence",
-    "track_id",
-    "tracks",
-    "reads",
-    "final",
-    "best_shot_at",
-    "direction",
-    "camera_direction",
-    "vehicle_class",
-    "latitude",
-    "longitude",
-    "plate_box",
-    "vehicle_box",
-    "crossed_line",
-    "watchlist",
-    "schema_version",
-    "emitted_at",
+    *(STAGE_TIMES.get(c, c) for c in STAGE_COLUMNS if c not in STAGE_IMAGES),
     "has_plate_image",
     "has_vehicle_image",
 )

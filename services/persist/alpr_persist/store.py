@@ -45,6 +45,8 @@ from alpr_persist.rows import (
     IMAGE_COLUMNS,
     NS_PER_DAY,
     STAGE_COLUMNS,
+    STAGE_IMAGES,
+    STAGE_TIMES,
     TABLE_COLUMNS,
     PgTime,
     Row,
@@ -78,26 +80,19 @@ CREATE TEMPORARY TABLE IF NOT EXISTS {STAGE_TABLE} (
 ) ON COMMIT DELETE ROWS
 """
 
-# Stage columns of wall-clock ns → the timestamptz columns they fill. The conversion is exact: ns / 1000
-# is an integer below 2^53, so interval multiplication (in float8) does not round.
-_TIMES = {
-    "first_seen_ns": "first_seen",
-    "last_seen_ns": "last_seen",
-    "best_shot_ns": "best_shot_at",
-    "emitted_at_ns": "emitted_at",
-}
-_IMAGES = ("plate_jpeg", "vehicle_jpeg")
+# Stage times (ns) become timestamptz in `_stage_select`. The conversion is exact: ns / 1000 is an integer
+# below 2^53, so interval multiplication (in float8) does not round.
 # Columns of plate_events filled from the stage, in stage order.
-_EVENT_COLUMNS = [_TIMES.get(c, c) for c in STAGE_COLUMNS if c not in _IMAGES]
+_EVENT_COLUMNS = [STAGE_TIMES.get(c, c) for c in STAGE_COLUMNS if c not in STAGE_IMAGES]
 _UPDATED = [c for c in _EVENT_COLUMNS if c not in ("event_id", "first_seen")]
 
 
 def _stage_select() -> str:
     parts = []
     for column in STAGE_COLUMNS:
-        if column in _TIMES:
+        if column in STAGE_TIMES:
             parts.append(
-                f"timestamptz '1970-01-01 00:00:00+00' + ({column} / 1000) * interval '1 microsecond' AS {_TIMES[column]}"
+                f"timestamptz '1970-01-01 00:00:00+00' + ({column} / 1000) * interval '1 microsecond' AS {STAGE_TIMES[column]}"
             )
         else:
             parts.append(column)
